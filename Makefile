@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make bench   set up .venv if needed, then write the benchmark report to results/<device>/
+#   make test    set up .venv if needed, then run the whole suite (parity tests and notebooks included)
+# Both are idempotent: the install step reruns only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.jaxformer-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,129 @@
+"""The `jaxformer` command line.
+
+    jaxformer embed --model DIR [--pooling mean] [--normalize] [--max-length N] \
+        [--batch-size N] [--input FILE] --out FILE.npy
+
+reads UTF-8 sentences, one per line (standard input, or --input FILE), and writes a float32
+``[N, E]`` array. Empty lines are kept as empty sentences, so row i is line i. Errors (a bad
+model directory, empty input, ...) print one clear line to stderr and exit with status 2.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxformer.pooling import POOLINGS
+
+PROGRESS_THRESHOLD = 256  # lines; below this a progress bar is just noise
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _read_lines(path: str | None) -> list[str]:
+    if path is None or path == "-":
+        raw = sys.stdin.buffer.read()
+        where = "standard input"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise CLIError(f"--input {path}: no such file")
+        raw = p.read_bytes()
+        where = path
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise CLIError(f"{where}:{line}: not valid UTF-8 ({err.reason})") from None
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise CLIError(f"{where} has no sentences (expected UTF-8 text, one sentence per line)")
+    return lines
+
+
+def _default_max_length(model_dir: Path, cap: int) -> int:
+    """sentence-transformers directories say how long their inputs were in training."""
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        try:
+            return min(cap, int(json.loads(st_config.read_text(encoding="utf-8"))["max_seq_length"]))
+        except (KeyError, ValueError, TypeError):
+            pass
+    return cap
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jaxformer.io import CheckpointError, WordPieceTokenizer
+    from jaxformer.models.pretrained import load_pretrained
+    from jaxformer.models.sentence import embed_sentences
+
+    model_dir = Path(args.model)
+    if not model_dir.is_dir():
+        raise CLIError(f"--model {args.model}: not a directory (expected a Hugging Face model directory)")
+    if not args.out.endswith(".npy"):
+        raise CLIError(f"--out {args.out}: expected a path ending in .npy")
+    sentences = _read_lines(args.input)
+    try:
+        model = load_pretrained(model_dir, allow_pickle=args.allow_pickle)
+        tokenizer = WordPieceTokenizer.from_directory(model_dir)
+    except (FileNotFoundError, CheckpointError, ValueError) as err:
+        raise CLIError(f"--model {args.model}: {err}") from None
+    cap = model.config.max_position_embeddings
+    max_length = args.max_length or _default_max_length(model_dir, cap)
+    if not 2 <= max_length <= cap:
+        raise CLIError(f"--max-length must be in [2, {cap}] for this model, got {max_length}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.pooling == "pooler" and model.pooler is None:
+        raise CLIError("--pooling pooler: this model has no pooler; use cls, mean or first-last-avg")
+    show = args.progress if args.progress is not None else len(sentences) >= PROGRESS_THRESHOLD
+    vectors = embed_sentences(model, tokenizer, sentences, pooling=args.pooling,
+                              normalize=args.normalize, max_length=max_length,
+                              batch_size=args.batch_size, progress=show)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, vectors.astype(np.float32))
+    print(f"wrote {out} [{vectors.shape[0]}, {vectors.shape[1]}] float32 "
+          f"(pooling={args.pooling}, normalize={args.normalize}, max_length={max_length})",
+          file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    embed = sub.add_parser("embed", help="embed sentences with an HF BERT-family model directory")
+    embed.add_argument("--model", required=True, help="HF model directory (config.json, model.safetensors, vocab)")
+    embed.add_argument("--pooling", choices=POOLINGS, default="mean",
+                       help="cls (P1), pooler (P2), mean (P3) or first-last-avg (P4); default mean")
+    embed.add_argument("--normalize", action="store_true", help="L2-normalise each embedding")
+    embed.add_argument("--max-length", type=int, default=None,
+                       help="truncate to N tokens (default: sentence_bert_config.json, else the position table)")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--input", default=None, help="UTF-8 file, one sentence per line (default: stdin)")
+    embed.add_argument("--out", required=True, help="output .npy file, float32 [N, E]")
+    embed.add_argument("--allow-pickle", action="store_true",
+                       help="allow reading pytorch_model.bin (pickle can run code; prefer safetensors)")
+    embed.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help=f"force a progress bar (default: on for >= {PROGRESS_THRESHOLD} lines)")
+    embed.add_argument("--no-progress", dest="progress", action="store_false")
+    embed.set_defaults(func=_embed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as err:
+        print(f"jaxformer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Models: NNX modules that hold parameters and call the kernels."""
+
+from jaxformer.models.config import EncoderConfig
+from jaxformer.models.encoder import ATTENTION_KERNELS, Encoder, EncoderOutput
+
+__all__ = ["ATTENTION_KERNELS", "Encoder", "EncoderConfig", "EncoderOutput"]

@@ -1,0 +1,283 @@
+"""The BERT-family encoder in Flax NNX: embeddings, a stack of blocks, a pooler.
+
+Shape letters: B batch, T tokens, E width, H heads, D head dim, F FFN width, L layers.
+
+The forward pass is ``embed -> blocks[0..L-1] -> pooler``, and each stage can be called on its
+own, so BERT-of-Theseus (swap blocks) and SimCSE (choose a pooling over any layer) are short
+functions over these hooks::
+
+    h = model.embed(ids, token_type_ids=tt, deterministic=True)
+    mask = padding_mask(attention_mask)                # [B, 1, 1, T]
+    for block in model.blocks:
+        h = block(h, mask=mask, deterministic=True)
+    pooled = model.pooler(h)
+
+Randomness is explicit: a forward pass with ``deterministic=False`` takes ``key=`` and derives
+one key per stage with ``fold_in(key, stage)`` (stage 0 = embeddings, i + 1 = block i), so the
+same key reproduces the same dropout masks in any process.
+"""
+
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray
+
+from jaxformer import functional as F
+from jaxformer.attention import AttentionKernel, padding_mask, softmax_attention
+from jaxformer.models.config import EncoderConfig
+from jaxformer.models.modules import Dense, Embedding, LayerNorm, split_key
+
+# config.attention -> kernel. RoPE and linear attention register here.
+ATTENTION_KERNELS: dict[str, AttentionKernel] = {"softmax": softmax_attention}
+
+
+class EncoderOutput(NamedTuple):
+    """What the encoder returns (a pytree, so it passes through `jit`).
+
+    Attributes:
+      last_hidden_state: ``[B, T, E]``, the final representation (after the final LayerNorm
+        for ``norm="pre"``).
+      hidden_states: ``L + 1`` arrays ``[B, T, E]``: the embeddings output, then every block's
+        output, as HF's ``output_hidden_states=True``.
+      pooled: ``[B, E]`` BERT pooler output, or None when the config has no pooler.
+    """
+
+    last_hidden_state: Float[Array, "B T E"]
+    hidden_states: tuple[Float[Array, "B T E"], ...]
+    pooled: Float[Array, "B E"] | None
+
+
+def _is_concrete(x: object) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_token_inputs(
+    cfg: EncoderConfig,
+    input_ids: Array,
+    attention_mask: Array | None,
+    token_type_ids: Array | None,
+    position_ids: Array | None,
+) -> None:
+    """Validate encoder inputs, with errors that name the argument, the expected and the actual.
+
+    Shape and dtype checks run at trace time; value-range checks run only on concrete arrays
+    (an out-of-range id inside `jit` yields NaN rows instead, never a silent clamp).
+    """
+    ids = input_ids
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(
+            f"input_ids must be an integer array of token ids, got dtype {ids.dtype}; "
+            "did you pass embeddings or forget .astype(int32)?"
+        )
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must have rank 2 [B, T], got rank {ids.ndim} shape {tuple(ids.shape)}")
+    batch, length = ids.shape
+    if cfg.position == "absolute" and length > cfg.max_position_embeddings:
+        raise ValueError(
+            f"input_ids has T={length} tokens but max_position_embeddings="
+            f"{cfg.max_position_embeddings}; truncate the input (tokenizer max_length)"
+        )
+    for name, arr in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                      ("position_ids", position_ids)):
+        if arr is None:
+            continue
+        if arr.shape != ids.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(arr.shape)}; expected [B, T] = {(batch, length)} "
+                "like input_ids"
+            )
+        if name != "attention_mask" and not jnp.issubdtype(arr.dtype, jnp.integer):
+            raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    for name, arr, limit in (("input_ids", ids, cfg.vocab_size),
+                             ("token_type_ids", token_type_ids, cfg.type_vocab_size),
+                             ("position_ids", position_ids, cfg.max_position_embeddings)):
+        if arr is None or not _is_concrete(arr) or arr.size == 0:
+            continue
+        lo, hi = int(np.min(arr)), int(np.max(arr))
+        if lo < 0 or hi >= limit:
+            raise ValueError(f"{name} must lie in [0, {limit}), got values in [{lo}, {hi}]")
+
+
+class Embeddings(nnx.Module):
+    """Token + learned absolute position + segment embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        init = F.normal_init(cfg.initializer_range)
+        self.word = Embedding(cfg.vocab_size, cfg.hidden_size, init=init, rngs=rngs)
+        self.position = Embedding(cfg.max_position_embeddings, cfg.hidden_size, init=init, rngs=rngs)
+        self.token_type = (Embedding(cfg.type_vocab_size, cfg.hidden_size, init=init, rngs=rngs)
+                           if cfg.type_vocab_size > 0 else None)
+        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout_rate = cfg.hidden_dropout
+
+    def __call__(
+        self,
+        input_ids: Integer[Array, "B T"],
+        *,
+        token_type_ids: Integer[Array, "B T"] | None = None,
+        position_ids: Integer[Array, "B T"] | None = None,
+        deterministic: bool,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B T E"]:
+        if position_ids is None:
+            position_ids = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None, :]
+        h = self.word(input_ids) + self.position(position_ids)
+        if self.token_type is not None:
+            if token_type_ids is None:
+                token_type_ids = jnp.zeros_like(input_ids)
+            h = h + self.token_type(token_type_ids)
+        h = self.norm(h)
+        return F.dropout(h, self.dropout_rate, key=key, deterministic=deterministic)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention: project to q, k, v ``[B, T, H, D]``, call the kernel, project back."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        init = F.normal_init(cfg.initializer_range)
+        e = cfg.hidden_size
+        self.query = Dense(e, e, init=init, rngs=rngs)
+        self.key = Dense(e, e, init=init, rngs=rngs)
+        self.value = Dense(e, e, init=init, rngs=rngs)
+        self.output = Dense(e, e, init=init, rngs=rngs)
+        self.num_heads = cfg.num_heads
+        self.kernel_name = cfg.attention
+        self.dropout_rate = cfg.attention_dropout
+
+    def __call__(
+        self,
+        x: Float[Array, "B T E"],
+        *,
+        mask: Bool[Array, "b h t T"] | None,
+        deterministic: bool,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B T E"]:
+        b, t, e = x.shape
+        heads = lambda y: y.reshape(b, t, self.num_heads, e // self.num_heads)  # noqa: E731
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        kernel = ATTENTION_KERNELS[self.kernel_name]
+        out = kernel(q, k, v, mask=mask, dropout_rate=self.dropout_rate, key=key,
+                     deterministic=deterministic)
+        return self.output(out.reshape(b, t, e))
+
+
+class FeedForward(nnx.Module):
+    """The position-wise FFN ``act(x W1 + b1) W2 + b2`` with ``W1: [E, F]``."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        init = F.normal_init(cfg.initializer_range)
+        self.intermediate = Dense(cfg.hidden_size, cfg.intermediate_size, init=init, rngs=rngs)
+        self.output = Dense(cfg.intermediate_size, cfg.hidden_size, init=init, rngs=rngs)
+        self.act_name = cfg.hidden_act
+
+    def __call__(self, x: Float[Array, "B T E"]) -> Float[Array, "B T E"]:
+        return F.feed_forward(
+            x, self.intermediate.kernel[...], self.intermediate.bias[...],
+            self.output.kernel[...], self.output.bias[...], act=F.activation(self.act_name),
+        )
+
+
+class Block(nnx.Module):
+    """One Transformer block: attention and FFN sub-layers, each with residual and LayerNorm.
+
+    ``norm="post"`` (BERT): ``h = LN(x + Drop(Attn(x)))``, ``y = LN(h + Drop(FFN(h)))``.
+    ``norm="pre"``: ``h = x + Drop(Attn(LN(x)))``, ``y = h + Drop(FFN(LN(h)))``.
+    """
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        self.attention = SelfAttention(cfg, rngs=rngs)
+        self.attention_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn = FeedForward(cfg, rngs=rngs)
+        self.ffn_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.pre_norm = cfg.norm == "pre"
+        self.dropout_rate = cfg.hidden_dropout
+
+    def __call__(
+        self,
+        x: Float[Array, "B T E"],
+        *,
+        mask: Bool[Array, "b h t T"] | None,
+        deterministic: bool,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B T E"]:
+        k_attn, k_attn_out, k_ffn_out = split_key(key, 3)
+        drop = lambda y, k: F.dropout(y, self.dropout_rate, key=k, deterministic=deterministic)  # noqa: E731
+        if self.pre_norm:
+            h = x + drop(self.attention(self.attention_norm(x), mask=mask,
+                                        deterministic=deterministic, key=k_attn), k_attn_out)
+            return h + drop(self.ffn(self.ffn_norm(h)), k_ffn_out)
+        h = self.attention_norm(
+            x + drop(self.attention(x, mask=mask, deterministic=deterministic, key=k_attn), k_attn_out)
+        )
+        return self.ffn_norm(h + drop(self.ffn(h), k_ffn_out))
+
+
+class Pooler(nnx.Module):
+    """BERT's pooler: ``tanh(W h[:, 0] + b)``."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        self.dense = Dense(cfg.hidden_size, cfg.hidden_size,
+                           init=F.normal_init(cfg.initializer_range), rngs=rngs)
+
+    def __call__(self, hidden: Float[Array, "B T E"]) -> Float[Array, "B E"]:
+        return jnp.tanh(self.dense(hidden[:, 0, :]))
+
+
+class Encoder(nnx.Module):
+    """A BERT-family encoder: ``embed``, ``blocks[i]`` and ``pooler`` are public hooks."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embed = Embeddings(cfg, rngs=rngs)
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.final_norm = (LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+                           if cfg.norm == "pre" else None)
+        self.pooler = Pooler(cfg, rngs=rngs) if cfg.use_pooler else None
+
+    def __call__(
+        self,
+        input_ids: Array,
+        *,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        deterministic: bool,
+        key: PRNGKeyArray | None = None,
+    ) -> EncoderOutput:
+        # Inputs are annotated as plain `Array`: `check_token_inputs` validates them with
+        # messages that name the argument, which a generic type-check error would pre-empt.
+        """Run the encoder.
+
+        Args:
+          input_ids: ``[B, T]`` integer token ids.
+          attention_mask: ``[B, T]``, 1 (or True) for real tokens, 0 for padding.
+          token_type_ids: ``[B, T]`` segment ids; zeros when omitted.
+          position_ids: ``[B, T]`` positions; ``0..T-1`` when omitted.
+          deterministic: False enables dropout, which then needs `key`.
+          key: PRNG key for dropout; stage s uses ``fold_in(key, s)``.
+
+        Returns:
+          An :class:`EncoderOutput`.
+        """
+        check_token_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
+        if not deterministic and key is None and self._has_dropout():
+            raise ValueError("deterministic=False needs key= (a PRNG key for dropout), got None")
+        stage_key = (lambda s: None) if key is None else (lambda s: jax.random.fold_in(key, s))  # noqa: E731
+        mask = None if attention_mask is None else padding_mask(attention_mask)
+        h = self.embed(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+                       deterministic=deterministic, key=stage_key(0))
+        hidden_states = [h]
+        for i, block in enumerate(self.blocks):
+            h = block(h, mask=mask, deterministic=deterministic, key=stage_key(i + 1))
+            hidden_states.append(h)
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        pooled = None if self.pooler is None else self.pooler(h)
+        return EncoderOutput(h, tuple(hidden_states), pooled)
+
+    def _has_dropout(self) -> bool:
+        return self.config.hidden_dropout > 0 or self.config.attention_dropout > 0

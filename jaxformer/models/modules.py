@@ -1,0 +1,67 @@
+"""Thin NNX parameter holders. Each one creates its parameters and calls a pure kernel.
+
+Parameter names (`kernel`, `bias`, `scale`, `embedding`) and layouts (`kernel` is ``[in, out]``)
+follow Flax; `jaxformer.models.pretrained` maps them to HF names and the ``[out, in]`` PyTorch
+layout.
+"""
+
+
+from collections.abc import Callable
+
+import jax
+from jax.typing import DTypeLike
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float, Integer
+
+from jaxformer import functional as F
+
+Init = Callable[..., Array]
+
+
+class Dense(nnx.Module):
+    """``y = x W + b`` with ``W: [I, O]``."""
+
+    def __init__(self, in_features: int, out_features: int, *, init: Init, rngs: nnx.Rngs,
+                 use_bias: bool = True, param_dtype: DTypeLike = jnp.float32):
+        self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+
+    def __call__(self, x: Float[Array, "*batch I"]) -> Float[Array, "*batch O"]:
+        return F.dense(x, self.kernel[...], None if self.bias is None else self.bias[...])
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with learned `scale` (gamma) and `bias` (beta)."""
+
+    def __init__(self, features: int, *, eps: float, param_dtype: DTypeLike = jnp.float32):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((features,), param_dtype))
+
+    def __call__(self, x: Float[Array, "*batch E"]) -> Float[Array, "*batch E"]:
+        return F.layer_norm(x, self.scale[...], self.bias[...], eps=self.eps)
+
+
+class Embedding(nnx.Module):
+    """A lookup table ``[N, E]``; ids outside ``[0, N)`` are an error, not a silent clamp."""
+
+    def __init__(self, num: int, features: int, *, init: Init, rngs: nnx.Rngs,
+                 param_dtype: DTypeLike = jnp.float32):
+        self.embedding = nnx.Param(init(rngs.params(), (num, features), param_dtype))
+
+    def __call__(self, ids: Integer[Array, "*batch"]) -> Float[Array, "*batch E"]:
+        # `jnp.take` with mode="fill" gives NaN rows for out-of-range ids inside jit, where a
+        # Python check is impossible; the encoder validates concrete ids before this.
+        return jnp.take(self.embedding[...], ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+    def attend(self, x: Float[Array, "*batch E"]) -> Float[Array, "*batch N"]:
+        """Logits against the table (tied output embedding), without aliasing the Param."""
+        return jnp.einsum("...e,ne->...n", x, self.embedding[...].astype(x.dtype))
+
+
+def split_key(key: jax.Array | None, n: int) -> list[jax.Array | None]:
+    """`n` independent keys from `key`, or `n` Nones in deterministic mode."""
+    if key is None:
+        return [None] * n
+    return list(jax.random.split(key, n))

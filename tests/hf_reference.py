@@ -1,0 +1,58 @@
+"""Helpers that build independent PyTorch references (tests only; the package never imports torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import BertConfig, BertModel
+
+
+def random_hf_bert(seed: int = 0, *, hidden_act: str = "gelu", layers: int = 3,
+                   type_vocab_size: int = 3) -> BertModel:
+    """A tiny random HF `BertModel` in eval mode, with weights far from their init values.
+
+    HF initialises BERT with N(0, 0.02) and LayerNorm at (1, 0); at that scale every layer is
+    close to identity-after-LayerNorm and a wrong transpose or a swapped LayerNorm can hide
+    under 1e-5. Redrawing every tensor at O(1) scale makes each mapping error visible.
+    """
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=40, type_vocab_size=type_vocab_size,
+        hidden_act=hidden_act, layer_norm_eps=1e-12, hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1, attn_implementation="eager",
+    )
+    model = BertModel(cfg).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm.weight" in name:
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def hf_forward(model: BertModel, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray):
+    """Every hidden state and the pooler output of an HF BertModel, as float64 numpy."""
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(ids.astype(np.int64)),
+            attention_mask=torch.from_numpy(mask.astype(np.int64)),
+            token_type_ids=torch.from_numpy(token_types.astype(np.int64)),
+            output_hidden_states=True,
+        )
+    hidden = [h.numpy().astype(np.float64) for h in out.hidden_states]
+    return hidden, out.pooler_output.numpy().astype(np.float64)
+
+
+def random_batch(seed: int, batch: int, length: int, vocab: int, types: int):
+    """Random ids, a right-padded mask with varied lengths (one full row), random segments."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, size=(batch, length)).astype(np.int32)
+    lengths = rng.integers(1, length + 1, size=batch)
+    lengths[0] = length
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int32)
+    ids = np.where(mask == 1, ids, 0).astype(np.int32)
+    token_types = rng.integers(0, max(types, 1), size=(batch, length)).astype(np.int32)
+    return ids, mask, token_types
