@@ -1,0 +1,21 @@
+"""Files <-> numpy arrays and token ids. Knows file formats, not models.
+
+* :func:`read_state_dict` / :func:`write_safetensors`: checkpoint tensors
+  (safetensors, sharded safetensors, opt-in restricted torch pickle).
+* :func:`load_torch_pickle`: torch-free reader of ``torch.save`` zip files.
+* :class:`WordPieceTokenizer`: BERT tokenization to ``[B, T]`` int32 arrays.
+"""
+
+from .tensors import CheckpointError, read_json, read_safetensors, read_state_dict, write_safetensors
+from .tokenizer import WordPieceTokenizer
+from .torch_pickle import load_torch_pickle
+
+__all__ = [
+    "CheckpointError",
+    "WordPieceTokenizer",
+    "load_torch_pickle",
+    "read_json",
+    "read_safetensors",
+    "read_state_dict",
+    "write_safetensors",
+]
