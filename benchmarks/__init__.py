@@ -1,0 +1,1 @@
+"""Benchmarks for jaxformer: a small timing/reporting harness plus one module per benchmark."""

@@ -1,0 +1,35 @@
+"""Training: optimisers, pure jitted steps, checkpoints and the fine-tuning loop.
+
+Imports flow one way: `train` may import `models`, the kernels and `io`; nothing below imports
+`train`.
+"""
+
+from jaxformer.train.checkpoint import Checkpointer, finalized_steps
+from jaxformer.train.finetune import FinetuneConfig, FinetuneResult, classifier_loss, finetune
+from jaxformer.train.optim import adamw, decay_mask, warmup_linear_schedule
+from jaxformer.train.step import (
+    TrainState,
+    data_shardings,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    merge_model,
+)
+
+__all__ = [
+    "Checkpointer",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "TrainState",
+    "adamw",
+    "classifier_loss",
+    "data_shardings",
+    "decay_mask",
+    "finalized_steps",
+    "finetune",
+    "init_train_state",
+    "make_eval_step",
+    "make_train_step",
+    "merge_model",
+    "warmup_linear_schedule",
+]

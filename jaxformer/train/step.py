@@ -1,0 +1,231 @@
+"""Pure, jitted train and eval steps over an explicit `TrainState`.
+
+The jit boundary follows Flax's own gemma example (style guide lessons 5, 7, 12)::
+
+    graphdef, state = init_train_state(model, tx)     # nnx.split(model, nnx.Param, ...)
+    step = make_train_step(graphdef, tx, loss_fn)     # jitted, state donated
+    for s in range(n):
+        state, metrics = step(state, batch_at(s), key=root_key)
+    model = merge_model(graphdef, state)
+
+Inside the step, the model is rebuilt with ``nnx.merge`` from traced arrays, so the function is
+pure and the same code runs in NNX graph mode and tree mode. The dropout key of step ``s`` is
+``fold_in(key, s)``, computed inside the trace from ``state.step``: pass the same root key every
+step. A ``loss_fn`` has the signature ``loss_fn(model, batch, *, key, deterministic) ->
+(loss, metrics_dict)``.
+
+Data parallelism is one `jax.jit` with shardings, no device loops: with a `Mesh`, every batch
+leaf is split over `data_axis` along its leading axis and the state is replicated. XLA inserts
+the cross-device reductions of the mean loss and its gradient.
+"""
+
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jaxtyping import PRNGKeyArray
+
+from jaxformer.train.optim import learning_rate_of
+
+LossFn = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
+Batch = Mapping[str, Any]
+
+
+class TrainState(NamedTuple):
+    """Everything a train step reads and writes; a pytree, so it passes through `jit` and orbax.
+
+    The fields are typed `Any` on purpose: the same container also holds abstract leaves
+    (`jax.ShapeDtypeStruct`, for restoring a checkpoint) and tracers.
+
+    Attributes:
+      params: ``nnx.State`` of the model's `nnx.Param` variables.
+      rest: ``nnx.State`` of every other variable (empty for the encoder and its heads).
+      opt_state: the optax state of `params`.
+      step: int32 scalar, the number of updates applied so far.
+    """
+
+    params: Any
+    rest: Any
+    opt_state: Any
+    step: Any
+
+
+def init_train_state(model: nnx.Module, tx: optax.GradientTransformation
+                     ) -> tuple[nnx.GraphDef, TrainState]:
+    """Split `model` into ``(graphdef, TrainState)`` at step 0.
+
+    The arrays are copied, so donating the state to the train step never deletes the buffers
+    that `model` itself still holds.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rest = jax.tree.map(jnp.copy, (params, rest))
+    return graphdef, TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
+    """The model with `state`'s parameters (shares buffers: do not donate `state` afterwards)."""
+    return nnx.merge(graphdef, state.params, state.rest)
+
+
+def check_batch(batch: Batch, *, mesh: Mesh | None = None, data_axis: str = "data") -> int:
+    """Return the batch size B after checking every leaf has the same leading axis B.
+
+    With a mesh, B must also be divisible by the size of `data_axis`.
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(batch)
+    if not leaves:
+        raise ValueError("batch must contain at least one array, got an empty tree")
+    sizes = {}
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        if np.ndim(leaf) < 1:
+            raise ValueError(f"batch leaf {name} must have a leading batch axis, got a scalar")
+        sizes[name] = np.shape(leaf)[0]
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"every batch leaf must have the same leading size B, got {sizes}")
+    size = next(iter(sizes.values()))
+    if mesh is not None:
+        if data_axis not in mesh.axis_names:
+            raise ValueError(f"data_axis={data_axis!r} is not an axis of the mesh; "
+                             f"expected one of {list(mesh.axis_names)}")
+        n = mesh.shape[data_axis]
+        if size % n:
+            raise ValueError(
+                f"batch size B={size} is not divisible by the size of mesh axis "
+                f"{data_axis!r} ({n}); use a batch size that is a multiple of {n}"
+            )
+    return size
+
+
+def auto_mesh(mesh: Mesh) -> Mesh:
+    """`mesh` with every axis of type ``Auto``.
+
+    ``jax.make_mesh`` makes ``Explicit`` axes by default (JAX >= 0.7), under which every op
+    must resolve its output sharding at trace time; the encoder's embedding gather on a
+    batch-sharded index array cannot (``ShardingTypeError``). The models here are not
+    sharding-annotated (style lesson 12), so the step hands the layout to XLA's propagation
+    instead: same devices and axis names, Auto types.
+    """
+    if all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+def data_shardings(mesh: Mesh | None, data_axis: str = "data"
+                   ) -> tuple[NamedSharding | None, NamedSharding | None]:
+    """``(replicated, batch)`` shardings the steps use: ``P()`` and ``P(data_axis)`` (leading
+    axis split), on `auto_mesh(mesh)`; ``(None, None)`` without a mesh. Put batches with
+    ``jax.device_put(batch, batch_sharding)`` ahead of time to overlap the transfer."""
+    if mesh is None:
+        return None, None
+    if data_axis not in mesh.axis_names:
+        raise ValueError(f"data_axis={data_axis!r} is not an axis of the mesh; "
+                         f"expected one of {list(mesh.axis_names)}")
+    mesh = auto_mesh(mesh)
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    *,
+    mesh: Mesh | None = None,
+    data_axis: str = "data",
+    donate: bool = True,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build ``step(state, batch, *, key) -> (state, metrics)``, jitted.
+
+    Args:
+      graphdef: from `init_train_state`.
+      tx: the optax transformation whose state is ``state.opt_state``.
+      loss_fn: ``loss_fn(model, batch, *, key, deterministic) -> (loss, metrics)``; called with
+        ``deterministic=False`` and ``key = fold_in(key, state.step)``.
+      mesh: optional; shards the batch over `data_axis` and replicates the state.
+      data_axis: the mesh axis that splits the batch.
+      donate: donate the input state's buffers (they are deleted after the call).
+
+    Returns:
+      The step function. ``metrics`` holds the loss_fn's metrics plus ``loss``, ``grad_norm``
+      (global L2 norm before clipping) and, when the optimiser injects it, ``learning_rate``
+      (the rate used by this update).
+    """
+
+    def train_step(state: TrainState, batch: Batch, key: PRNGKeyArray
+                   ) -> tuple[TrainState, dict[str, jax.Array]]:
+        step_key = jax.random.fold_in(key, state.step)
+
+        def objective(params):  # noqa: ANN001, ANN202
+            model = nnx.merge(graphdef, params, state.rest)
+            loss, metrics = loss_fn(model, batch, key=step_key, deterministic=False)
+            # Re-read the non-Param state so in-forward updates (counters, stats) are kept.
+            _, _, rest = nnx.split(model, nnx.Param, ...)
+            return loss, (dict(metrics), rest)
+
+        (loss, (metrics, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics.update(loss=loss, grad_norm=optax.tree.norm(grads))
+        lr = learning_rate_of(opt_state)
+        if lr is not None:
+            metrics["learning_rate"] = lr
+        return TrainState(params, rest, opt_state, state.step + 1), metrics
+
+    replicated, data = data_shardings(mesh, data_axis)
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        jitted = jax.jit(train_step, donate_argnums=donate_argnums)
+    else:
+        jitted = jax.jit(train_step, donate_argnums=donate_argnums,
+                         in_shardings=(replicated, data, replicated),
+                         out_shardings=(replicated, replicated))
+
+    def step(state: TrainState, batch: Batch, *, key: PRNGKeyArray
+             ) -> tuple[TrainState, dict[str, jax.Array]]:
+        check_batch(batch, mesh=mesh, data_axis=data_axis)
+        if mesh is not None:
+            # A no-op for arrays already laid out this way (so donation still applies).
+            state = jax.device_put(state, replicated)
+            batch = jax.device_put(batch, data)
+        return jitted(state, batch, key)
+
+    step.jitted = jitted  # the underlying jax.jit function (for .lower(...) / cost analysis)
+    return step
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    loss_fn: LossFn,
+    *,
+    mesh: Mesh | None = None,
+    data_axis: str = "data",
+) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+    """Build ``eval_step(state, batch) -> metrics`` (``deterministic=True``, ``key=None``)."""
+
+    def eval_step(params: Any, rest: Any, batch: Batch) -> dict[str, jax.Array]:
+        model = nnx.merge(graphdef, params, rest)
+        loss, metrics = loss_fn(model, batch, key=None, deterministic=True)
+        return {**metrics, "loss": loss}
+
+    replicated, data = data_shardings(mesh, data_axis)
+    if mesh is None:
+        jitted = jax.jit(eval_step)
+    else:
+        jitted = jax.jit(eval_step, in_shardings=(replicated, replicated, data),
+                         out_shardings=replicated)
+
+    def evaluate(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        check_batch(batch, mesh=mesh, data_axis=data_axis)
+        params, rest = state.params, state.rest
+        if mesh is not None:
+            params, rest = jax.device_put((params, rest), replicated)
+            batch = jax.device_put(batch, data)
+        return jitted(params, rest, batch)
+
+    return evaluate
