@@ -2,5 +2,7 @@
 
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import ATTENTION_KERNELS, Encoder, EncoderOutput
+from jaxformer.models.heads import SequenceClassifier, classification_loss
 
-__all__ = ["ATTENTION_KERNELS", "Encoder", "EncoderConfig", "EncoderOutput"]
+__all__ = ["ATTENTION_KERNELS", "Encoder", "EncoderConfig", "EncoderOutput", "SequenceClassifier",
+           "classification_loss"]
