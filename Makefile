@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The whole suite in NNX graph mode, then the model and training tests again in tree mode
+# (FLIP 5310; NNX_GRAPH_MODE=false), which new Flax projects are moving to.
+TREE_MODE_TESTS := tests/test_encoder_parity.py tests/test_minilm_parity.py tests/test_train_step.py \
+                   tests/test_data_parallel.py tests/test_finetune_resume.py
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	NNX_GRAPH_MODE=false $(PY) -m pytest -q $(PYTEST_ARGS) $(TREE_MODE_TESTS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
