@@ -219,9 +219,35 @@ def run(quick: bool = False, configs: Sequence[str] = ("tiny", "bert_base"),
 
 
 def write(rows: Sequence[dict[str, Any]], *, out_dir: str | os.PathLike[str], command: str
-          ) -> tuple[Path, Path]:
-    return write_report(NAME, rows, columns=COLUMNS, title=TITLE, command=command, notes=NOTES,
-                        out_dir=out_dir)
+          ) -> tuple[Path, ...]:
+    json_path, md_path = write_report(NAME, rows, columns=COLUMNS, title=TITLE, command=command,
+                                      notes=NOTES, out_dir=out_dir)
+    return json_path, md_path, plot(rows, json_path.with_suffix(".png"))
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Bar chart of the speed ratio (torch time / jaxformer time) per case; 1.2 is the goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: CI and the GPU machine have no display
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['config']}\nB={r['batch']} T={r['seq']}\n{r['mask']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows)), 4.0))
+    ax.bar(x - 0.2, [r["ratio_eager"] for r in rows], 0.4, label="vs torch eager")
+    if all(r.get("ratio_sdpa") is not None for r in rows):
+        ax.bar(x + 0.2, [r["ratio_sdpa"] for r in rows], 0.4, label="vs torch sdpa")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(GOAL_RATIO, color="tab:red", linestyle="--", linewidth=0.8, label=f"goal {GOAL_RATIO}")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("torch time / jaxformer time (>1: jaxformer faster)")
+    ax.set_title(f"{TITLE} ({rows[0]['dtype'] if rows else ''})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> None:

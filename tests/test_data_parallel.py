@@ -17,6 +17,7 @@ from jaxformer.models.heads import SequenceClassifier
 from jaxformer.train.finetune import batch_at, classifier_loss, evaluate
 from jaxformer.train.optim import adamw
 from jaxformer.train.step import data_shardings, init_train_state, make_eval_step, make_train_step
+from synthetic import token_task
 
 STEPS = 3
 
@@ -36,17 +37,6 @@ def mesh():
         pytest.skip("needs 8 devices (conftest sets jax_num_cpu_devices=8), "
                     f"got {jax.device_count()}")
     return jax.make_mesh((8,), ("data",))
-
-
-def token_task(n: int, seed: int, length: int = 8) -> dict[str, np.ndarray]:
-    """label = 1 iff token 5 occurs in the row."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(6, 128, size=(n, length))
-    labels = rng.integers(0, 2, size=n)
-    pos = rng.integers(1, length, size=n)
-    ids[labels == 1, pos[labels == 1]] = 5
-    return {"input_ids": ids.astype(np.int32), "attention_mask": np.ones((n, length), np.int32),
-            "labels": labels.astype(np.int32)}
 
 
 def run(mesh, data, *, steps: int = STEPS):

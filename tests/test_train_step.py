@@ -21,6 +21,7 @@ from jaxformer.models.heads import SequenceClassifier, classification_loss
 from jaxformer.train.finetune import batch_at, classifier_loss, evaluate
 from jaxformer.train.optim import adamw, decay_mask, warmup_linear_schedule
 from jaxformer.train.step import init_train_state, make_eval_step, make_train_step
+from synthetic import token_task
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,18 +33,6 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", old)
-
-
-def token_task(n: int, seed: int, length: int = 8) -> dict[str, np.ndarray]:
-    """label = 1 iff token 5 occurs; other tokens are drawn from [6, 128), position 0 is 2."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(6, 128, size=(n, length))
-    labels = rng.integers(0, 2, size=n)
-    pos = rng.integers(1, length, size=n)
-    ids[labels == 1, pos[labels == 1]] = 5
-    ids[:, 0] = 2
-    return {"input_ids": ids.astype(np.int32), "attention_mask": np.ones((n, length), np.int32),
-            "labels": labels.astype(np.int32)}
 
 
 def make_model(seed: int = 0) -> SequenceClassifier:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import jax
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for synthetic.py
+
 # Mirror the test suite: strict promotion, and no XLA optimisation passes (CPU compile time
 # dominates a 40-step toy run; every run of this script compiles the same way).
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -39,18 +41,7 @@ from jaxformer.models.config import EncoderConfig  # noqa: E402
 from jaxformer.models.encoder import Encoder  # noqa: E402
 from jaxformer.models.heads import SequenceClassifier  # noqa: E402
 from jaxformer.train.finetune import FinetuneConfig, finetune  # noqa: E402
-
-
-def token_task(n: int, seed: int, length: int = 8) -> dict[str, np.ndarray]:
-    """label = 1 iff token 5 occurs; other tokens come from [6, 128), position 0 holds 2."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(6, 128, size=(n, length))
-    labels = rng.integers(0, 2, size=n)
-    pos = rng.integers(1, length, size=n)
-    ids[labels == 1, pos[labels == 1]] = 5
-    ids[:, 0] = 2
-    return {"input_ids": ids.astype(np.int32), "attention_mask": np.ones((n, length), np.int32),
-            "token_type_ids": np.zeros((n, length), np.int32), "labels": labels.astype(np.int32)}
+from synthetic import token_task  # noqa: E402
 
 
 def dotted(path: tuple) -> str:
