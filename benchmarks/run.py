@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from benchmarks.harness import format_table
 
 # Module names, in run order. Add new benchmarks here.
-BENCHMARKS: tuple[str, ...] = ("benchmarks.bench_encoder",)
+BENCHMARKS: tuple[str, ...] = ("benchmarks.bench_encoder", "benchmarks.bench_rope")
 
 
 def _command(quick: bool, out: str) -> str:

@@ -158,7 +158,7 @@ def test_config_from_hf_unsupported_type(tmp_path):
     from jaxformer import EncoderConfig
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; expected one of \['bert'\]"):
+    with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; expected one of \['bert'\] \(position='absolute'\) or \['roformer'\] \(position='rope'\)"):
         EncoderConfig.from_hf(tmp_path)
 
 

@@ -1,8 +1,9 @@
 """`EncoderConfig`: one frozen description of every encoder in the kit, with named presets.
 
 A new attention or position scheme is a new *value* here (``attention=``, ``position=``) plus a
-kernel, never a new block class. Field names follow HF `BertConfig` where one exists, so
-``from_hf`` / ``to_hf_dict`` are a rename table rather than logic.
+kernel, never a new block class: RoFormer (Su et al. 2021) is ``position="rope"``. Field names
+follow HF `BertConfig` / `RoFormerConfig` where one exists, so ``from_hf`` / ``to_hf_dict`` are a
+rename table rather than logic.
 """
 
 
@@ -14,8 +15,11 @@ from typing import Any
 from jaxformer.functional import ACTIVATIONS
 
 ATTENTION_KINDS = ("softmax",)
-POSITION_KINDS = ("absolute",)
+POSITION_KINDS = ("absolute", "rope")
+ROPE_LAYOUTS = ("interleaved", "half")
 NORM_KINDS = ("post", "pre")
+# HF RoFormer hard-codes the rotary base (`RoFormerSinusoidalPositionalEmbedding`).
+HF_ROFORMER_ROPE_BASE = 10000.0
 
 # HF config.json key -> EncoderConfig field.
 _HF_KEYS = {
@@ -33,7 +37,11 @@ _HF_KEYS = {
     "layer_norm_eps": "layer_norm_eps",
     "pad_token_id": "pad_token_id",
 }
-SUPPORTED_MODEL_TYPES = ("bert",)
+# Extra config.json keys of HF `RoFormerConfig`.
+_HF_ROFORMER_KEYS = {"embedding_size": "embedding_size", "rotary_value": "rotary_value"}
+# HF model_type -> the position scheme it implies.
+MODEL_TYPE_POSITIONS = {"bert": "absolute", "roformer": "rope"}
+SUPPORTED_MODEL_TYPES = tuple(MODEL_TYPE_POSITIONS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,7 +55,9 @@ class EncoderConfig:
       num_heads: H; the head dim is ``D = E / H``.
       intermediate_size: F, the FFN width.
       hidden_act: activation of the FFN, by its HF name (``"gelu"`` is exact erf GELU).
-      max_position_embeddings: rows of the learned absolute position table.
+      max_position_embeddings: rows of the learned absolute position table; for
+        ``position="rope"`` (no table) the longest input HF's model accepts, and the default
+        tokenizer truncation length.
       type_vocab_size: number of segment ids (0 disables the segment embedding).
       layer_norm_eps: epsilon inside every LayerNorm.
       hidden_dropout: dropout on embeddings and on each sub-layer's output.
@@ -56,9 +66,18 @@ class EncoderConfig:
       norm: ``"post"`` (BERT: LN after each residual add) or ``"pre"`` (LN before each
         sub-layer, plus a final LN; Xiong et al. 2020).
       attention: name of the attention kernel (``"softmax"``).
-      position: ``"absolute"`` (learned table).
-      use_pooler: whether the model has BERT's ``tanh(W h_cls + b)`` pooler.
+      position: ``"absolute"`` (learned table) or ``"rope"`` (RoFormer: rotary q and k in
+        every layer, no position table).
+      use_pooler: whether the model has BERT's ``tanh(W h_cls + b)`` pooler (HF RoFormerModel
+        has none).
       pad_token_id: id of the padding token.
+      rope_base: the RoPE base b; pair i turns by ``p * b^(-2i/D)`` at position p.
+      rope_layout: which features form a rotated pair: ``"interleaved"`` ``(2i, 2i+1)``
+        (RoFormer, HF RoFormer, bert4keras) or ``"half"`` ``(i, i + D/2)``.
+      rotary_value: also rotate v (HF `RoFormerConfig.rotary_value`).
+      embedding_size: width of the token/segment embeddings and their LayerNorm; None means
+        ``hidden_size``. When it differs, a Dense ``embedding_size -> hidden_size`` follows
+        the embedding LayerNorm (HF RoFormer's ``embeddings_project``, ALBERT-style).
     """
 
     vocab_size: int = 30522
@@ -78,6 +97,10 @@ class EncoderConfig:
     position: str = "absolute"
     use_pooler: bool = True
     pad_token_id: int = 0
+    rope_base: float = 10000.0
+    rope_layout: str = "interleaved"
+    rotary_value: bool = False
+    embedding_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -104,6 +127,15 @@ class EncoderConfig:
             raise ValueError(
                 f"EncoderConfig.initializer_range must be > 0, got {self.initializer_range!r}"
             )
+        if self.embedding_size is not None and (
+            not isinstance(self.embedding_size, int) or isinstance(self.embedding_size, bool)
+            or self.embedding_size < 1
+        ):
+            raise ValueError(
+                f"EncoderConfig.embedding_size must be None or a positive int, got {self.embedding_size!r}"
+            )
+        if not self.rope_base > 1:
+            raise ValueError(f"EncoderConfig.rope_base must be > 1, got {self.rope_base!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"EncoderConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), "
@@ -114,17 +146,32 @@ class EncoderConfig:
             "norm": NORM_KINDS,
             "attention": ATTENTION_KINDS,
             "position": POSITION_KINDS,
+            "rope_layout": ROPE_LAYOUTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"EncoderConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"EncoderConfig.position='rope' rotates pairs of features, so the head dim "
+                f"hidden_size/num_heads={self.head_dim} must be even"
+            )
+        if self.rotary_value and self.position != "rope":
+            raise ValueError(
+                f"EncoderConfig.rotary_value=True needs position='rope', got position={self.position!r}"
+            )
 
     @property
     def head_dim(self) -> int:
         """D, the per-head width ``E / H``."""
         return self.hidden_size // self.num_heads
+
+    @property
+    def embedding_width(self) -> int:
+        """E_emb, the width of the embedding tables (``embedding_size`` or ``hidden_size``)."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
 
     def replace(self, **changes: Any) -> "EncoderConfig":
         """A copy with some fields changed (validated again)."""
@@ -155,6 +202,15 @@ class EncoderConfig:
         base = dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536)
         return cls(**{**base, **overrides})
 
+    @classmethod
+    def roformer_base(cls, **overrides: Any) -> "EncoderConfig":
+        """Chinese RoFormer-base (Su et al. 2021; ZhuiyiTechnology/roformer): BERT-base shape with
+        RoPE instead of a position table, V=50000 (word-level WoBERT vocab), trained to T=1536,
+        no pooler."""
+        base = dict(vocab_size=50000, max_position_embeddings=1536, type_vocab_size=2,
+                    position="rope", use_pooler=False)
+        return cls(**{**base, **overrides})
+
     # --- Hugging Face config.json --------------------------------------------------------
     @classmethod
     def from_hf(cls, source: str | Path | dict[str, Any], **overrides: Any) -> "EncoderConfig":
@@ -176,17 +232,36 @@ class EncoderConfig:
                 raise ValueError(f"{path} is not valid JSON: {err}") from None
             where = str(path)
         model_type = raw.get("model_type", "bert")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(
-                f"{where}: model_type={model_type!r} is not supported; expected one of "
-                f"{list(SUPPORTED_MODEL_TYPES)}"
+        if model_type not in MODEL_TYPE_POSITIONS:
+            by_position = " or ".join(
+                f"{[t for t, p in MODEL_TYPE_POSITIONS.items() if p == pos]} (position={pos!r})"
+                for pos in dict.fromkeys(MODEL_TYPE_POSITIONS.values())
             )
-        pos_type = raw.get("position_embedding_type", "absolute")
-        if pos_type != "absolute":
             raise ValueError(
-                f"{where}: position_embedding_type={pos_type!r} is not supported; expected 'absolute'"
+                f"{where}: model_type={model_type!r} is not supported; expected one of {by_position}"
             )
         fields = {ours: raw[theirs] for theirs, ours in _HF_KEYS.items() if theirs in raw}
+        if model_type == "roformer":
+            # Where RoFormerConfig's defaults differ from BertConfig's (= ours).
+            fields = {"vocab_size": 50000, "max_position_embeddings": 1536, **fields}
+            for flag in ("is_decoder", "add_cross_attention"):
+                if raw.get(flag):
+                    raise ValueError(
+                        f"{where}: {flag}=true is not supported; jaxformer's RoFormer is an encoder"
+                    )
+            fields.update({ours: raw[theirs] for theirs, ours in _HF_ROFORMER_KEYS.items()
+                           if raw.get(theirs) is not None})
+            if fields.get("embedding_size") == fields.get("hidden_size", cls.hidden_size):
+                fields.pop("embedding_size")  # HF writes E_emb = E explicitly; ours says None
+            # RoFormerModel has no pooler; HF's rotary base and pair layout are fixed.
+            fields.update(position="rope", use_pooler=False, rope_base=HF_ROFORMER_ROPE_BASE,
+                          rope_layout="interleaved")
+        else:
+            pos_type = raw.get("position_embedding_type", "absolute")
+            if pos_type != "absolute":
+                raise ValueError(
+                    f"{where}: position_embedding_type={pos_type!r} is not supported; expected 'absolute'"
+                )
         if fields.get("pad_token_id") is None:
             fields.pop("pad_token_id", None)
         try:
@@ -194,13 +269,37 @@ class EncoderConfig:
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
 
+    @property
+    def hf_model_type(self) -> str:
+        """The HF ``model_type`` this config exports to: ``"bert"`` or ``"roformer"``."""
+        return "roformer" if self.position == "rope" else "bert"
+
     def to_hf_dict(self) -> dict[str, Any]:
-        """The ``config.json`` dict that transformers' `BertConfig` / `BertModel` read."""
-        if self.norm != "post":
-            raise ValueError(
-                f"EncoderConfig.norm={self.norm!r} has no HF BertModel equivalent; only 'post' exports"
-            )
-        out: dict[str, Any] = {"model_type": "bert", "architectures": ["BertModel"]}
+        """The ``config.json`` dict that transformers' `BertModel` (``position="absolute"``) or
+        `RoFormerModel` (``position="rope"``) reads.
+
+        Raises:
+          ValueError: naming the field when the config has no HF equivalent.
+        """
+        hf_class = "RoFormerModel" if self.position == "rope" else "BertModel"
+        unsupported = {"norm": (self.norm, "post")}
+        if self.position == "rope":
+            unsupported.update(use_pooler=(self.use_pooler, False),
+                               rope_layout=(self.rope_layout, "interleaved"),
+                               rope_base=(self.rope_base, HF_ROFORMER_ROPE_BASE))
+        else:
+            unsupported["embedding_size"] = (self.embedding_width, self.hidden_size)
+        for name, (value, only) in unsupported.items():
+            if value != only:
+                raise ValueError(
+                    f"EncoderConfig.{name}={getattr(self, name)!r} has no HF {hf_class} "
+                    f"equivalent; only {name}={only!r} exports"
+                )
+        out: dict[str, Any] = {"model_type": self.hf_model_type, "architectures": [hf_class]}
         out.update({theirs: getattr(self, ours) for theirs, ours in _HF_KEYS.items()})
-        out["position_embedding_type"] = "absolute"
+        if self.position == "rope":
+            out.update(embedding_size=self.embedding_width, rotary_value=self.rotary_value,
+                       is_decoder=False)
+        else:
+            out["position_embedding_type"] = "absolute"
         return out

@@ -2,6 +2,10 @@
 
 Shape letters: B batch, T tokens, E width, H heads, D head dim, F FFN width, L layers.
 
+Positions are a config value: ``position="absolute"`` adds a learned table to the embeddings
+(BERT); ``position="rope"`` has no table and rotates q and k (and v with ``rotary_value``) in
+every layer's attention by `jaxformer.rope.apply_rope` (RoFormer, Su et al. 2021).
+
 The forward pass is ``embed -> blocks[0..L-1] -> pooler``, and each stage can be called on its
 own, so BERT-of-Theseus (swap blocks) and SimCSE (choose a pooling over any layer) are short
 functions over these hooks::
@@ -9,7 +13,7 @@ functions over these hooks::
     h = model.embed(ids, token_type_ids=tt, deterministic=True)
     mask = padding_mask(attention_mask)                # [B, 1, 1, T]
     for block in model.blocks:
-        h = block(h, mask=mask, deterministic=True)
+        h = block(h, mask=mask, deterministic=True)    # RoPE: positions=, default 0..T-1
     pooled = model.pooler(h)
 
 Randomness is explicit: a forward pass with ``deterministic=False`` takes ``key=`` and derives
@@ -24,14 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray, Real
 
 from jaxformer import functional as F
 from jaxformer.attention import AttentionKernel, padding_mask, softmax_attention
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.modules import Dense, Embedding, LayerNorm, split_key
+from jaxformer.rope import apply_rope
 
-# config.attention -> kernel. RoPE and linear attention register here.
+# config.attention -> kernel; linear attention registers here. (RoPE is a `position` value:
+# it rotates q and k before whichever kernel runs.)
 ATTENTION_KERNELS: dict[str, AttentionKernel] = {"softmax": softmax_attention}
 
 
@@ -76,6 +82,8 @@ def check_token_inputs(
     if ids.ndim != 2:
         raise ValueError(f"input_ids must have rank 2 [B, T], got rank {ids.ndim} shape {tuple(ids.shape)}")
     batch, length = ids.shape
+    # RoPE has no table, so it takes any length and any position (HF RoFormer's sinusoidal
+    # buffer stops at max_position_embeddings; ours computes the angles on the fly).
     if cfg.position == "absolute" and length > cfg.max_position_embeddings:
         raise ValueError(
             f"input_ids has T={length} tokens but max_position_embeddings="
@@ -92,9 +100,11 @@ def check_token_inputs(
             )
         if name != "attention_mask" and not jnp.issubdtype(arr.dtype, jnp.integer):
             raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
-    for name, arr, limit in (("input_ids", ids, cfg.vocab_size),
-                             ("token_type_ids", token_type_ids, cfg.type_vocab_size),
-                             ("position_ids", position_ids, cfg.max_position_embeddings)):
+    ranged = [("input_ids", ids, cfg.vocab_size),
+              ("token_type_ids", token_type_ids, cfg.type_vocab_size)]
+    if cfg.position == "absolute":
+        ranged.append(("position_ids", position_ids, cfg.max_position_embeddings))
+    for name, arr, limit in ranged:
         if arr is None or not _is_concrete(arr) or arr.size == 0:
             continue
         lo, hi = int(np.min(arr)), int(np.max(arr))
@@ -103,16 +113,22 @@ def check_token_inputs(
 
 
 class Embeddings(nnx.Module):
-    """Token + learned absolute position + segment embeddings, then LayerNorm and dropout."""
+    """Token + learned absolute position (``position="absolute"`` only) + segment embeddings,
+    then LayerNorm, dropout and, when ``embedding_size != hidden_size``, a Dense to E."""
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         init = F.normal_init(cfg.initializer_range)
-        self.word = Embedding(cfg.vocab_size, cfg.hidden_size, init=init, rngs=rngs)
-        self.position = Embedding(cfg.max_position_embeddings, cfg.hidden_size, init=init, rngs=rngs)
-        self.token_type = (Embedding(cfg.type_vocab_size, cfg.hidden_size, init=init, rngs=rngs)
+        width = cfg.embedding_width
+        self.word = Embedding(cfg.vocab_size, width, init=init, rngs=rngs)
+        self.position = (Embedding(cfg.max_position_embeddings, width, init=init, rngs=rngs)
+                         if cfg.position == "absolute" else None)
+        self.token_type = (Embedding(cfg.type_vocab_size, width, init=init, rngs=rngs)
                            if cfg.type_vocab_size > 0 else None)
-        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.norm = LayerNorm(width, eps=cfg.layer_norm_eps)
         self.dropout_rate = cfg.hidden_dropout
+        # HF RoFormer's `embeddings_project`: after LayerNorm and dropout, as there.
+        self.project = (Dense(width, cfg.hidden_size, init=init, rngs=rngs)
+                        if width != cfg.hidden_size else None)
 
     def __call__(
         self,
@@ -123,19 +139,27 @@ class Embeddings(nnx.Module):
         deterministic: bool,
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "B T E"]:
-        if position_ids is None:
-            position_ids = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None, :]
-        h = self.word(input_ids) + self.position(position_ids)
+        h = self.word(input_ids)
+        if self.position is not None:
+            if position_ids is None:
+                position_ids = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None, :]
+            h = h + self.position(position_ids)
         if self.token_type is not None:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
             h = h + self.token_type(token_type_ids)
         h = self.norm(h)
-        return F.dropout(h, self.dropout_rate, key=key, deterministic=deterministic)
+        h = F.dropout(h, self.dropout_rate, key=key, deterministic=deterministic)
+        return h if self.project is None else self.project(h)
 
 
 class SelfAttention(nnx.Module):
-    """Multi-head self-attention: project to q, k, v ``[B, T, H, D]``, call the kernel, project back."""
+    """Multi-head self-attention: project to q, k, v ``[B, T, H, D]``, call the kernel, project back.
+
+    With ``position="rope"``, q and k (and v when ``rotary_value``) are rotated by
+    `jaxformer.rope.apply_rope` at ``positions`` between the reshape and the kernel, over the
+    full head dim, so the scores depend on positions only through their differences.
+    """
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         init = F.normal_init(cfg.initializer_range)
@@ -147,6 +171,10 @@ class SelfAttention(nnx.Module):
         self.num_heads = cfg.num_heads
         self.kernel_name = cfg.attention
         self.dropout_rate = cfg.attention_dropout
+        self.rope = cfg.position == "rope"
+        self.rope_layout = cfg.rope_layout
+        self.rope_base = cfg.rope_base
+        self.rotary_value = cfg.rotary_value
 
     def __call__(
         self,
@@ -155,10 +183,20 @@ class SelfAttention(nnx.Module):
         mask: Bool[Array, "b h t T"] | None,
         deterministic: bool,
         key: PRNGKeyArray | None = None,
+        positions: Real[Array, "b T"] | None = None,
     ) -> Float[Array, "B T E"]:
+        """``positions`` (``[B|1, T]``, default ``0..T-1``) are used by RoPE only."""
         b, t, e = x.shape
         heads = lambda y: y.reshape(b, t, self.num_heads, e // self.num_heads)  # noqa: E731
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if self.rope:
+            if positions is None:
+                positions = jnp.arange(t, dtype=jnp.int32)[None, :]
+            rotate = lambda y: apply_rope(y, positions, layout=self.rope_layout,  # noqa: E731
+                                          base=self.rope_base)
+            q, k = rotate(q), rotate(k)
+            if self.rotary_value:
+                v = rotate(v)
         kernel = ATTENTION_KERNELS[self.kernel_name]
         out = kernel(q, k, v, mask=mask, dropout_rate=self.dropout_rate, key=key,
                      deterministic=deterministic)
@@ -203,16 +241,17 @@ class Block(nnx.Module):
         mask: Bool[Array, "b h t T"] | None,
         deterministic: bool,
         key: PRNGKeyArray | None = None,
+        positions: Real[Array, "b T"] | None = None,
     ) -> Float[Array, "B T E"]:
+        """``positions`` ``[B|1, T]`` go to the attention's RoPE (default ``0..T-1``)."""
         k_attn, k_attn_out, k_ffn_out = split_key(key, 3)
         drop = lambda y, k: F.dropout(y, self.dropout_rate, key=k, deterministic=deterministic)  # noqa: E731
+        attend = lambda y: self.attention(y, mask=mask, deterministic=deterministic,  # noqa: E731
+                                          key=k_attn, positions=positions)
         if self.pre_norm:
-            h = x + drop(self.attention(self.attention_norm(x), mask=mask,
-                                        deterministic=deterministic, key=k_attn), k_attn_out)
+            h = x + drop(attend(self.attention_norm(x)), k_attn_out)
             return h + drop(self.ffn(self.ffn_norm(h)), k_ffn_out)
-        h = self.attention_norm(
-            x + drop(self.attention(x, mask=mask, deterministic=deterministic, key=k_attn), k_attn_out)
-        )
+        h = self.attention_norm(x + drop(attend(x), k_attn_out))
         return self.ffn_norm(h + drop(self.ffn(h), k_ffn_out))
 
 
@@ -256,7 +295,8 @@ class Encoder(nnx.Module):
           input_ids: ``[B, T]`` integer token ids.
           attention_mask: ``[B, T]``, 1 (or True) for real tokens, 0 for padding.
           token_type_ids: ``[B, T]`` segment ids; zeros when omitted.
-          position_ids: ``[B, T]`` positions; ``0..T-1`` when omitted.
+          position_ids: ``[B, T]`` positions, looked up in the table (``"absolute"``) or
+            turned into RoPE angles (``"rope"``); ``0..T-1`` when omitted.
           deterministic: False enables dropout, which then needs `key`.
           key: PRNG key for dropout; stage s uses ``fold_in(key, s)``.
 
@@ -268,11 +308,13 @@ class Encoder(nnx.Module):
             raise ValueError("deterministic=False needs key= (a PRNG key for dropout), got None")
         stage_key = (lambda s: None) if key is None else (lambda s: jax.random.fold_in(key, s))  # noqa: E731
         mask = None if attention_mask is None else padding_mask(attention_mask)
+        rope_positions = position_ids if self.config.position == "rope" else None
         h = self.embed(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
                        deterministic=deterministic, key=stage_key(0))
         hidden_states = [h]
         for i, block in enumerate(self.blocks):
-            h = block(h, mask=mask, deterministic=deterministic, key=stage_key(i + 1))
+            h = block(h, mask=mask, deterministic=deterministic, key=stage_key(i + 1),
+                      positions=rope_positions)
             hidden_states.append(h)
         if self.final_norm is not None:
             h = self.final_norm(h)

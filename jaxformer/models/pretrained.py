@@ -7,6 +7,13 @@ shape, and no unexpected tensor may remain, before a single parameter is set.
 HF `nn.Linear` stores ``weight: [out, in]``; our `Dense.kernel` is ``[in, out]``, so linear
 weights are transposed on the way in and out. LayerNorm ``weight``/``bias`` are our
 ``scale``/``bias``; old TF-converted checkpoints spell them ``gamma``/``beta``.
+
+`BertModel` and `RoFormerModel` share every layer name. RoFormer has no position table and no
+pooler, may have ``embeddings_project`` (when ``embedding_size != hidden_size``), and keeps its
+rotary angles as a frozen buffer ``encoder.embed_positions.weight`` ``[P, D]`` laid out as
+``[sin(p θ_0..θ_{D/2-1}) | cos(p θ_0..θ_{D/2-1})]``: not a parameter of ours, but checked on
+load against the table our RoPE kernel implies, and written on save (transformers reports it
+missing otherwise).
 """
 
 
@@ -23,11 +30,17 @@ from flax import nnx
 from jaxformer.io import CheckpointError, read_state_dict, write_safetensors
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import Encoder
+from jaxformer.rope import apply_rope
 
 # Tensors HF keeps as buffers, not parameters: accepted and ignored.
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+# HF RoFormer's sinusoidal buffer; checked against the RoPE kernel when present.
+ROFORMER_SINUSOIDAL = "encoder.embed_positions.weight"
 # Prefixes that HF task models put before the encoder's names.
-_MODEL_PREFIXES = ("bert.",)
+_MODEL_PREFIXES = ("bert.", "roformer.")
+# fp32 angles p * θ_i lose ~p * 6e-8 rad against HF's float64 table: 1e-4 at p = 1536. A
+# wrong base or pairing is off by O(1).
+_SINUSOIDAL_ATOL = 1e-3
 
 
 def _linear(ours: str, theirs: str) -> list[tuple[str, str, bool]]:
@@ -40,13 +53,14 @@ def _norm(ours: str, theirs: str) -> list[tuple[str, str, bool]]:
 
 def hf_name_table(cfg: EncoderConfig) -> list[tuple[str, str, bool]]:
     """``(our dotted path, HF name, transpose?)`` for every parameter of an encoder with `cfg`."""
-    table = [
-        ("embed.word.embedding", "embeddings.word_embeddings.weight", False),
-        ("embed.position.embedding", "embeddings.position_embeddings.weight", False),
-    ]
+    table = [("embed.word.embedding", "embeddings.word_embeddings.weight", False)]
+    if cfg.position == "absolute":
+        table.append(("embed.position.embedding", "embeddings.position_embeddings.weight", False))
     if cfg.type_vocab_size > 0:
         table.append(("embed.token_type.embedding", "embeddings.token_type_embeddings.weight", False))
     table += _norm("embed.norm", "embeddings.LayerNorm")
+    if cfg.embedding_width != cfg.hidden_size:
+        table += _linear("embed.project", "embeddings_project")
     for i in range(cfg.num_layers):
         ours, theirs = f"blocks.{i}", f"encoder.layer.{i}"
         for proj in ("query", "key", "value"):
@@ -61,6 +75,47 @@ def hf_name_table(cfg: EncoderConfig) -> list[tuple[str, str, bool]]:
     if cfg.use_pooler:
         table += _linear("pooler.dense", "pooler.dense")
     return table
+
+
+def sinusoidal_table(num_positions: int, head_dim: int, *, base: float = 10000.0) -> np.ndarray:
+    """HF RoFormer's ``encoder.embed_positions.weight`` ``[P, D]``, in float64 as HF builds it:
+    ``[sin(p θ_i) for i < D/2 | cos(p θ_i) for i < D/2]`` with ``θ_i = base^(-2i/D)``."""
+    angles = np.arange(num_positions, dtype=np.float64)[:, None] * np.power(
+        float(base), -2.0 * np.arange(head_dim // 2, dtype=np.float64) / head_dim
+    )
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def kernel_sinusoidal_table(cfg: EncoderConfig, num_positions: int) -> np.ndarray:
+    """The same ``[P, D]`` table read off our RoPE kernel: rotating the unit vector ``(1, 0)``
+    of every pair (as `cfg.rope_layout` pairs features) by position p gives ``(cos, sin)``."""
+    d, half = cfg.head_dim, cfg.head_dim // 2
+    first = np.arange(0, d, 2) if cfg.rope_layout == "interleaved" else np.arange(half)
+    second = first + 1 if cfg.rope_layout == "interleaved" else first + half
+    unit = np.zeros((1, num_positions, 1, d), np.float32)
+    unit[..., first] = 1.0
+    positions = jnp.arange(num_positions, dtype=jnp.int32)[None, :]
+    out = np.asarray(apply_rope(jnp.asarray(unit), positions, layout=cfg.rope_layout,
+                                base=cfg.rope_base))[0, :, 0, :]
+    return np.concatenate([out[:, second], out[:, first]], axis=1)
+
+
+def _check_sinusoidal(cfg: EncoderConfig, table: np.ndarray, source: str) -> None:
+    """Refuse an HF RoFormer buffer that disagrees with the rotation our config applies."""
+    want = (table.shape[0], cfg.head_dim)
+    if cfg.position != "rope" or table.ndim != 2 or tuple(table.shape) != want:
+        raise CheckpointError(
+            f"{source}: {ROFORMER_SINUSOIDAL} has shape {tuple(table.shape)}; expected a "
+            f"[P, D={cfg.head_dim}] RoPE table for a position='rope' config "
+            f"(this config has position={cfg.position!r}); nothing was loaded."
+        )
+    err = float(np.max(np.abs(kernel_sinusoidal_table(cfg, table.shape[0]) - table), initial=0.0))
+    if not err <= _SINUSOIDAL_ATOL:
+        raise CheckpointError(
+            f"{source}: {ROFORMER_SINUSOIDAL} differs from the RoPE angles of rope_base="
+            f"{cfg.rope_base}, rope_layout={cfg.rope_layout!r} by up to {err:.3g} "
+            f"(tolerance {_SINUSOIDAL_ATOL}); nothing was loaded."
+        )
 
 
 def _canonical_names(
@@ -114,6 +169,8 @@ def from_hf_state_dict(
         shape at once. No parameter is set unless all of them check out.
     """
     tensors, _ = _canonical_names(tensors, tuple(ignore_prefixes))
+    if ROFORMER_SINUSOIDAL in tensors:
+        _check_sinusoidal(cfg, np.asarray(tensors.pop(ROFORMER_SINUSOIDAL), np.float64), source)
     abstract = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract)
     expected_shapes = {
@@ -154,7 +211,8 @@ def from_hf_state_dict(
 
 
 def to_hf_state_dict(model: Encoder) -> dict[str, np.ndarray]:
-    """HF `BertModel` names and PyTorch layouts for every parameter of `model`, as numpy."""
+    """HF `BertModel` / `RoFormerModel` names and PyTorch layouts for every parameter of
+    `model`, as numpy (parameters only: no RoFormer sinusoidal buffer)."""
     pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     flat = {
         ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
@@ -175,13 +233,16 @@ def load_pretrained(
     dtype: DTypeLike = jnp.float32,
     **config_overrides: Any,
 ) -> Encoder:
-    """Load an HF BERT directory (``config.json`` + ``model.safetensors``) as an `Encoder`.
+    """Load an HF BERT or RoFormer directory (``config.json`` + ``model.safetensors``) as an
+    `Encoder`; config.json's ``model_type`` (``"bert"`` / ``"roformer"``) picks the layout.
 
     Args:
       directory: an HF model directory.
       allow_pickle: read ``pytorch_model.bin`` when there is no safetensors file. Pickle can run
-        code, so it is refused unless you opt in.
-      ignore_prefixes: HF names to skip, e.g. ``("cls.",)`` for a BertForPreTraining checkpoint.
+        code, so it is refused unless you opt in. (The public Chinese RoFormer checkpoints ship
+        only ``pytorch_model.bin``.)
+      ignore_prefixes: HF names to skip, e.g. ``("cls.",)`` for a BertForPreTraining or
+        RoFormerForMaskedLM checkpoint.
       dtype: parameter dtype.
       **config_overrides: fields of `EncoderConfig` to override (e.g. ``hidden_dropout=0.0``).
     """
@@ -195,7 +256,8 @@ def load_pretrained(
 
 
 def save_pretrained(model: Encoder, directory: str | Path, *, tokenizer: Any = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` that transformers' `BertModel` loads.
+    """Write ``config.json`` and ``model.safetensors`` that transformers' `BertModel` (or
+    `RoFormerModel`, for ``position="rope"``) loads with no missing or unexpected keys.
 
     A tokenizer with a ``save(directory)`` method (`jaxformer.io.WordPieceTokenizer`) is saved
     alongside when given.
@@ -206,6 +268,10 @@ def save_pretrained(model: Encoder, directory: str | Path, *, tokenizer: Any = N
     config["torch_dtype"] = "float32"
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     tensors = {k: v.astype(np.float32) for k, v in to_hf_state_dict(model).items()}
+    if model.config.position == "rope":
+        cfg = model.config
+        tensors[ROFORMER_SINUSOIDAL] = sinusoidal_table(
+            cfg.max_position_embeddings, cfg.head_dim, base=cfg.rope_base).astype(np.float32)
     write_safetensors(tensors, directory / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(directory)
