@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "jaxformer"
 FORBIDDEN = {"torch", "transformers", "sentence_transformers"}
-KERNELS = {"functional", "attention", "pooling", "rope", "linear_attention", "initializers",
+KERNELS = {"functional", "attention", "pooling", "rope", "rope_layouts", "linear_attention", "initializers",
            "logreg", "flops"}
 
 
