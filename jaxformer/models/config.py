@@ -15,7 +15,8 @@ from typing import Any
 from jaxformer.functional import ACTIVATIONS
 
 ATTENTION_KINDS = ("softmax",)
-POSITION_KINDS = ("absolute", "rope")
+POSITION_KINDS = ("absolute", "rope", "rope_mixed")
+ROTARY_POSITIONS = ("rope", "rope_mixed")
 ROPE_LAYOUTS = ("interleaved", "half")
 NORM_KINDS = ("post", "pre")
 # HF RoFormer hard-codes the rotary base (`RoFormerSinusoidalPositionalEmbedding`).
@@ -66,8 +67,10 @@ class EncoderConfig:
       norm: ``"post"`` (BERT: LN after each residual add) or ``"pre"`` (LN before each
         sub-layer, plus a final LN; Xiong et al. 2020).
       attention: name of the attention kernel (``"softmax"``).
-      position: ``"absolute"`` (learned table) or ``"rope"`` (RoFormer: rotary q and k in
-        every layer, no position table).
+      position: ``"absolute"`` (learned table), ``"rope"`` (RoFormer: rotary q and k in
+        every layer, no position table) or ``"rope_mixed"`` (RoPE-Mixed, Heo et al. 2024: like
+        ``"rope"`` but every layer learns its frequencies ``[H, rope_axes, D/2]``, initialised
+        by `jaxformer.rope.rope_mixed_init` with base ``rope_base``).
       use_pooler: whether the model has BERT's ``tanh(W h_cls + b)`` pooler (HF RoFormerModel
         has none).
       pad_token_id: id of the padding token.
@@ -75,6 +78,9 @@ class EncoderConfig:
       rope_layout: which features form a rotated pair: ``"interleaved"`` ``(2i, 2i+1)``
         (RoFormer, HF RoFormer, bert4keras) or ``"half"`` ``(i, i + D/2)``.
       rotary_value: also rotate v (HF `RoFormerConfig.rotary_value`).
+      rope_axes: A, the number of position axes the blocks' RoPE expects (1 text; 2 image
+        rows and columns, given as positions ``[B|1, T, 2]``). With A > 1 the head dim is split
+        into A equal sections for ``"rope"``; blocks then need explicit ``positions``.
       embedding_size: width of the token/segment embeddings and their LayerNorm; None means
         ``hidden_size``. When it differs, a Dense ``embedding_size -> hidden_size`` follows
         the embedding LayerNorm (HF RoFormer's ``embeddings_project``, ALBERT-style).
@@ -101,6 +107,7 @@ class EncoderConfig:
     rope_layout: str = "interleaved"
     rotary_value: bool = False
     embedding_size: int | None = None
+    rope_axes: int = 1
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -153,10 +160,19 @@ class EncoderConfig:
                 raise ValueError(
                     f"EncoderConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
-        if self.position == "rope" and self.head_dim % 2:
+        if (not isinstance(self.rope_axes, int) or isinstance(self.rope_axes, bool)
+                or self.rope_axes < 1):
+            raise ValueError(f"EncoderConfig.rope_axes must be a positive int, got {self.rope_axes!r}")
+        if self.position in ROTARY_POSITIONS and self.head_dim % 2:
             raise ValueError(
-                f"EncoderConfig.position='rope' rotates pairs of features, so the head dim "
-                f"hidden_size/num_heads={self.head_dim} must be even"
+                f"EncoderConfig.position={self.position!r} rotates pairs of features, so the head "
+                f"dim hidden_size/num_heads={self.head_dim} must be even"
+            )
+        if self.position in ROTARY_POSITIONS and self.head_dim % (2 * self.rope_axes):
+            raise ValueError(
+                f"EncoderConfig.rope_axes={self.rope_axes} splits the head dim "
+                f"hidden_size/num_heads={self.head_dim} into {self.rope_axes} groups of pairs, so "
+                f"it must be a multiple of 2*rope_axes={2 * self.rope_axes}"
             )
         if self.rotary_value and self.position != "rope":
             raise ValueError(
@@ -282,6 +298,11 @@ class EncoderConfig:
           ValueError: naming the field when the config has no HF equivalent.
         """
         hf_class = "RoFormerModel" if self.position == "rope" else "BertModel"
+        if self.position == "rope_mixed" or self.rope_axes != 1:
+            raise ValueError(
+                f"EncoderConfig.position={self.position!r} with rope_axes={self.rope_axes} has no "
+                "HF equivalent; only position='absolute' or 'rope' with rope_axes=1 exports"
+            )
         unsupported = {"norm": (self.norm, "post")}
         if self.position == "rope":
             unsupported.update(use_pooler=(self.use_pooler, False),

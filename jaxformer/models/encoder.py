@@ -4,7 +4,10 @@ Shape letters: B batch, T tokens, E width, H heads, D head dim, F FFN width, L l
 
 Positions are a config value: ``position="absolute"`` adds a learned table to the embeddings
 (BERT); ``position="rope"`` has no table and rotates q and k (and v with ``rotary_value``) in
-every layer's attention by `jaxformer.rope.apply_rope` (RoFormer, Su et al. 2021).
+every layer's attention by `jaxformer.rope.apply_rope` (RoFormer, Su et al. 2021);
+``position="rope_mixed"`` does the same with learned per-layer frequencies ``[H, A, D/2]``
+(RoPE-Mixed, Heo et al. 2024). Blocks take positions ``[B|1, T]`` or, with ``rope_axes=A``,
+``[B|1, T, A]`` (2D RoPE over a patch grid: `jaxformer.models.vision`).
 
 The forward pass is ``embed -> blocks[0..L-1] -> pooler``, and each stage can be called on its
 own, so BERT-of-Theseus (swap blocks) and SimCSE (choose a pooling over any layer) are short
@@ -32,9 +35,9 @@ from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray, Real
 
 from jaxformer import functional as F
 from jaxformer.attention import AttentionKernel, padding_mask, softmax_attention
-from jaxformer.models.config import EncoderConfig
+from jaxformer.models.config import ROTARY_POSITIONS, EncoderConfig
 from jaxformer.models.modules import Dense, Embedding, LayerNorm, split_key
-from jaxformer.rope import apply_rope
+from jaxformer.rope import apply_rope, rope_mixed_init
 
 # config.attention -> kernel; linear attention registers here. (RoPE is a `position` value:
 # it rotates q and k before whichever kernel runs.)
@@ -159,6 +162,8 @@ class SelfAttention(nnx.Module):
     With ``position="rope"``, q and k (and v when ``rotary_value``) are rotated by
     `jaxformer.rope.apply_rope` at ``positions`` between the reshape and the kernel, over the
     full head dim, so the scores depend on positions only through their differences.
+    ``position="rope_mixed"`` holds a learned ``rope_freqs`` Param ``[H, A, D/2]`` and passes it
+    to `apply_rope` as ``freqs=`` (pair i of head h turns by ``sum_a p_a F[h, a, i]``).
     """
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
@@ -171,7 +176,12 @@ class SelfAttention(nnx.Module):
         self.num_heads = cfg.num_heads
         self.kernel_name = cfg.attention
         self.dropout_rate = cfg.attention_dropout
-        self.rope = cfg.position == "rope"
+        self.rope = cfg.position in ROTARY_POSITIONS
+        self.rope_axes = cfg.rope_axes
+        # Drawn after the projections, so configs without it keep their init stream.
+        self.rope_freqs = (nnx.Param(rope_mixed_init(
+            rngs.params(), num_heads=cfg.num_heads, axes=cfg.rope_axes, rotary_dim=cfg.head_dim,
+            base=cfg.rope_base)) if cfg.position == "rope_mixed" else None)
         self.rope_layout = cfg.rope_layout
         self.rope_base = cfg.rope_base
         self.rotary_value = cfg.rotary_value
@@ -183,17 +193,29 @@ class SelfAttention(nnx.Module):
         mask: Bool[Array, "b h t T"] | None,
         deterministic: bool,
         key: PRNGKeyArray | None = None,
-        positions: Real[Array, "b T"] | None = None,
+        positions: Real[Array, "b T"] | Real[Array, "b T A"] | None = None,
     ) -> Float[Array, "B T E"]:
-        """``positions`` (``[B|1, T]``, default ``0..T-1``) are used by RoPE only."""
+        """``positions`` (``[B|1, T]`` or ``[B|1, T, A]``; default ``0..T-1`` when
+        ``rope_axes=1``) are used by RoPE only."""
         b, t, e = x.shape
         heads = lambda y: y.reshape(b, t, self.num_heads, e // self.num_heads)  # noqa: E731
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
         if self.rope:
             if positions is None:
+                if self.rope_axes != 1:
+                    raise ValueError(
+                        f"positions must be given as [B|1, T, A={self.rope_axes}] for rope_axes="
+                        f"{self.rope_axes} (e.g. the (row, col) of each patch), got None")
                 positions = jnp.arange(t, dtype=jnp.int32)[None, :]
+            want_axes = 1 if positions.ndim == 2 else positions.shape[-1]
+            if want_axes != self.rope_axes:
+                raise ValueError(
+                    f"positions have shape {tuple(positions.shape)} (A={want_axes} axes); expected "
+                    f"[B|1, T{'' if self.rope_axes == 1 else f', {self.rope_axes}'}] for "
+                    f"rope_axes={self.rope_axes}")
+            freqs = "geometric" if self.rope_freqs is None else self.rope_freqs[...]
             rotate = lambda y: apply_rope(y, positions, layout=self.rope_layout,  # noqa: E731
-                                          base=self.rope_base)
+                                          base=self.rope_base, freqs=freqs)
             q, k = rotate(q), rotate(k)
             if self.rotary_value:
                 v = rotate(v)
@@ -241,9 +263,10 @@ class Block(nnx.Module):
         mask: Bool[Array, "b h t T"] | None,
         deterministic: bool,
         key: PRNGKeyArray | None = None,
-        positions: Real[Array, "b T"] | None = None,
+        positions: Real[Array, "b T"] | Real[Array, "b T A"] | None = None,
     ) -> Float[Array, "B T E"]:
-        """``positions`` ``[B|1, T]`` go to the attention's RoPE (default ``0..T-1``)."""
+        """``positions`` ``[B|1, T]`` or ``[B|1, T, A]`` go to the attention's RoPE (default
+        ``0..T-1``)."""
         k_attn, k_attn_out, k_ffn_out = split_key(key, 3)
         drop = lambda y, k: F.dropout(y, self.dropout_rate, key=k, deterministic=deterministic)  # noqa: E731
         attend = lambda y: self.attention(y, mask=mask, deterministic=deterministic,  # noqa: E731
@@ -308,7 +331,7 @@ class Encoder(nnx.Module):
             raise ValueError("deterministic=False needs key= (a PRNG key for dropout), got None")
         stage_key = (lambda s: None) if key is None else (lambda s: jax.random.fold_in(key, s))  # noqa: E731
         mask = None if attention_mask is None else padding_mask(attention_mask)
-        rope_positions = position_ids if self.config.position == "rope" else None
+        rope_positions = position_ids if self.config.position in ROTARY_POSITIONS else None
         h = self.embed(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
                        deterministic=deterministic, key=stage_key(0))
         hidden_states = [h]
