@@ -58,7 +58,7 @@ def _default_max_length(model_dir: Path, cap: int) -> int:
 def _embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from jaxformer.io import CheckpointError, WordPieceTokenizer
+    from jaxformer.io import CheckpointError, load_tokenizer
     from jaxformer.models.pretrained import load_pretrained
     from jaxformer.models.sentence import embed_sentences
 
@@ -70,7 +70,7 @@ def _embed(args: argparse.Namespace) -> int:
     sentences = _read_lines(args.input)
     try:
         model = load_pretrained(model_dir, allow_pickle=args.allow_pickle)
-        tokenizer = WordPieceTokenizer.from_directory(model_dir)
+        tokenizer = load_tokenizer(model_dir)
     except (FileNotFoundError, CheckpointError, ValueError) as err:
         raise CLIError(f"--model {args.model}: {err}") from None
     cap = model.config.max_position_embeddings

@@ -4,15 +4,21 @@
   (safetensors, sharded safetensors, opt-in restricted torch pickle).
 * :func:`load_torch_pickle`: torch-free reader of ``torch.save`` zip files.
 * :class:`WordPieceTokenizer`: BERT tokenization to ``[B, T]`` int32 arrays.
+* :class:`RoFormerTokenizer`: jieba word segmentation + WordPiece (Chinese RoFormer).
+* :func:`load_tokenizer`: whichever of the two a checkpoint's ``tokenizer_config.json`` names.
 """
 
+from .auto import load_tokenizer
 from .tensors import CheckpointError, read_json, read_safetensors, read_state_dict, write_safetensors
+from .roformer_tokenizer import RoFormerTokenizer
 from .tokenizer import WordPieceTokenizer
 from .torch_pickle import load_torch_pickle
 
 __all__ = [
     "CheckpointError",
+    "RoFormerTokenizer",
     "WordPieceTokenizer",
+    "load_tokenizer",
     "load_torch_pickle",
     "read_json",
     "read_safetensors",
