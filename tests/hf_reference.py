@@ -33,8 +33,8 @@ def random_hf_bert(seed: int = 0, *, hidden_act: str = "gelu", layers: int = 3,
     return model
 
 
-def hf_forward(model: BertModel, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray):
-    """Every hidden state and the pooler output of an HF BertModel, as float64 numpy."""
+def hf_forward(model, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray):
+    """Every hidden state and the pooler output (None without one) of an HF encoder, as float64."""
     with torch.no_grad():
         out = model(
             input_ids=torch.from_numpy(ids.astype(np.int64)),
@@ -43,7 +43,8 @@ def hf_forward(model: BertModel, ids: np.ndarray, mask: np.ndarray, token_types:
             output_hidden_states=True,
         )
     hidden = [h.numpy().astype(np.float64) for h in out.hidden_states]
-    return hidden, out.pooler_output.numpy().astype(np.float64)
+    pooled = getattr(out, "pooler_output", None)
+    return hidden, None if pooled is None else pooled.numpy().astype(np.float64)
 
 
 def random_batch(seed: int, batch: int, length: int, vocab: int, types: int):
@@ -90,11 +91,5 @@ def random_hf_roformer(seed: int = 0, *, layers: int = 3, embedding_size: int | 
 
 def hf_roformer_forward(model, ids: np.ndarray, mask: np.ndarray, token_types: np.ndarray):
     """Every hidden state of an HF RoFormerModel (which has no pooler), as float64 numpy."""
-    with torch.no_grad():
-        out = model(
-            input_ids=torch.from_numpy(ids.astype(np.int64)),
-            attention_mask=torch.from_numpy(mask.astype(np.int64)),
-            token_type_ids=torch.from_numpy(token_types.astype(np.int64)),
-            output_hidden_states=True,
-        )
-    return [h.numpy().astype(np.float64) for h in out.hidden_states]
+    hidden, _ = hf_forward(model, ids, mask, token_types)
+    return hidden

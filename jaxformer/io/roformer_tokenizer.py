@@ -19,11 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, processors
 
 from .tensors import CheckpointError, read_json
-from .tokenizer import _NO_MAX_LENGTH, _PADDINGS, _SPECIAL_KEYS, WordPieceTokenizer, _read_vocab, _special_tokens
+from .tokenizer import (
+    _NO_MAX_LENGTH,
+    _SPECIAL_KEYS,
+    WordPieceTokenizer,
+    _read_vocab,
+    _special_tokens,
+    write_vocab,
+)
 
 __all__ = ["RoFormerTokenizer", "ROFORMER_TOKENIZER_CLASSES"]
 
@@ -191,49 +197,12 @@ class RoFormerTokenizer(WordPieceTokenizer):
         return list(enc.tokens)
 
     # --------------------------------------------------------------- encoding
-    def encode_batch(
-        self,
-        texts: Sequence[str],
-        *,
-        max_length: int,
-        pairs: Sequence[str] | None = None,
-        padding: str = "longest",
-    ) -> dict[str, np.ndarray]:
-        """Tokenize a batch as ``WordPieceTokenizer.encode_batch`` does
-        (``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]``, longest-first
-        truncation, int32 ``[B, T]`` arrays), with jieba pre-tokenization."""
-        batch = self._check_texts("texts", texts)
-        second = None if pairs is None else self._check_texts("pairs", pairs)
-        if second is not None and len(second) != len(batch):
-            raise ValueError(f"pairs: expected {len(batch)} texts (one per text), got {len(second)}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int):
-            raise TypeError(f"max_length: expected int, got {type(max_length).__name__}")
-        need = 3 if second is not None else 2
-        if max_length < need:
-            raise ValueError(
-                f"max_length: expected >= {need} "
-                f"(room for the special tokens{' of a pair' if second is not None else ''}), "
-                f"got {max_length}"
-            )
-        if padding not in _PADDINGS:
-            raise ValueError(f"padding: expected one of {_PADDINGS}, got {padding!r}")
-        width = max_length if padding == "max_length" else 0
-        if not batch:
-            empty = np.zeros((0, width), dtype=np.int32)
-            return {"input_ids": empty, "attention_mask": empty.copy(), "token_type_ids": empty.copy()}
-        tok = self._configured(max_length, padding)
-        first_words = [self.words(t) for t in batch]
-        inputs: list[Any]
-        if second is None:
-            inputs = first_words
-        else:
-            inputs = list(zip(first_words, [self.words(t) for t in second]))
-        encs = tok.encode_batch(inputs, is_pretokenized=True)
-        return {
-            "input_ids": np.array([e.ids for e in encs], dtype=np.int32),
-            "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int32),
-            "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int32),
-        }
+    # `WordPieceTokenizer.encode_batch` does validation, truncation and padding; only the
+    # word split differs: jieba words go to the Rust tokenizer already split.
+    _is_pretokenized = True
+
+    def _pretokenize(self, texts: list[str]) -> list[Any]:
+        return [self.words(t) for t in texts]
 
     # ----------------------------------------------------------------- saving
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -242,14 +211,7 @@ class RoFormerTokenizer(WordPieceTokenizer):
         pre-tokenizer could not express the jieba step. Reloads identically
         with ``from_directory`` and with ``transformers.AutoTokenizer``."""
         d = Path(directory)
-        by_id = sorted(self._vocab.items(), key=lambda kv: kv[1])
-        for expected, (token, tid) in enumerate(by_id):
-            if tid != expected:
-                raise ValueError(f"vocabulary: expected contiguous ids for vocab.txt, id {expected} is missing")
-            if "\n" in token:
-                raise ValueError(f"vocabulary: token id {tid} contains a newline, so vocab.txt cannot hold it")
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
+        write_vocab(d, self._vocab)
         config: dict[str, Any] = {
             "tokenizer_class": "RoFormerTokenizer",
             "do_lower_case": self._do_lower,

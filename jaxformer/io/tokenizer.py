@@ -116,6 +116,18 @@ def _bert_from_vocab(
     return tok
 
 
+def write_vocab(directory: Path, vocab: dict[str, int]) -> None:
+    """Write ``vocab.txt`` (one token per line, in id order), refusing gaps and newlines."""
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    for expected, (token, tid) in enumerate(by_id):
+        if tid != expected:
+            raise ValueError(f"vocabulary: expected contiguous ids for vocab.txt, id {expected} is missing")
+        if "\n" in token:
+            raise ValueError(f"vocabulary: token id {tid} contains a newline, so vocab.txt cannot hold it")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
+
+
 class WordPieceTokenizer:
     """BERT-style WordPiece tokenizer producing ``[B, T]`` int32 arrays.
 
@@ -277,6 +289,13 @@ class WordPieceTokenizer:
                 raise TypeError(f"{name}[{i}]: expected str, got {type(t).__name__}")
         return list(texts)
 
+    # Subclasses that split words in Python (jieba) return word lists here and set the flag.
+    _is_pretokenized = False
+
+    def _pretokenize(self, texts: list[str]) -> list[Any]:
+        """What `encode_batch` hands the Rust tokenizer: raw texts, unless a subclass splits."""
+        return texts
+
     def encode_batch(
         self,
         texts: Sequence[str],
@@ -316,8 +335,9 @@ class WordPieceTokenizer:
             empty = np.zeros((0, width), dtype=np.int32)
             return {"input_ids": empty, "attention_mask": empty.copy(), "token_type_ids": empty.copy()}
         tok = self._configured(max_length, padding)
-        inputs: list[Any] = batch if second is None else list(zip(batch, second))
-        encs = tok.encode_batch(inputs)
+        first = self._pretokenize(batch)
+        inputs: list[Any] = first if second is None else list(zip(first, self._pretokenize(second)))
+        encs = tok.encode_batch(inputs, is_pretokenized=self._is_pretokenized)
         return {
             "input_ids": np.array([e.ids for e in encs], dtype=np.int32),
             "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int32),
@@ -336,20 +356,8 @@ class WordPieceTokenizer:
         ``transformers.AutoTokenizer.from_pretrained``.
         """
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        vocab = self._tok.get_vocab(with_added_tokens=True)
-        by_id = sorted(vocab.items(), key=lambda kv: kv[1])
-        for expected, (token, tid) in enumerate(by_id):
-            if tid != expected:
-                raise ValueError(
-                    f"vocabulary: expected contiguous ids for vocab.txt, id {expected} is missing"
-                )
-            if "\n" in token:
-                raise ValueError(
-                    f"vocabulary: token id {tid} contains a newline, so vocab.txt cannot hold it"
-                )
+        write_vocab(d, self._tok.get_vocab(with_added_tokens=True))
         self._tok.save(str(d / "tokenizer.json"))
-        (d / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
         config: dict[str, Any] = {
             "tokenizer_class": "BertTokenizer",
             "do_lower_case": self._lowercase,

@@ -7,6 +7,7 @@ layout.
 
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 from jax.typing import DTypeLike
@@ -65,3 +66,23 @@ def split_key(key: jax.Array | None, n: int) -> list[jax.Array | None]:
     if key is None:
         return [None] * n
     return list(jax.random.split(key, n))
+
+
+def named_leaves(tree: Any) -> dict[str, Any]:
+    """``{"blocks.0.attention.query.kernel": leaf, ...}`` for a parameter tree.
+
+    Path entries are dict keys, list indices and attribute names, joined by dots; the
+    ``.value`` attribute of an NNX Variable is dropped, so an ``nnx.State`` and its pure dict
+    give the same names.
+    """
+    names = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts = []
+        for k in path:
+            if isinstance(k, jax.tree_util.GetAttrKey):
+                if k.name != "value":
+                    parts.append(k.name)
+            else:
+                parts.append(str(getattr(k, "key", getattr(k, "idx", k))))
+        names[".".join(parts)] = leaf
+    return names

@@ -30,6 +30,7 @@ from flax import nnx
 from jaxformer.io import CheckpointError, read_state_dict, write_safetensors
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import Encoder
+from jaxformer.models.modules import named_leaves
 from jaxformer.rope import apply_rope
 
 # Tensors HF keeps as buffers, not parameters: accepted and ignored.
@@ -173,10 +174,7 @@ def from_hf_state_dict(
         _check_sinusoidal(cfg, np.asarray(tensors.pop(ROFORMER_SINUSOIDAL), np.float64), source)
     abstract = nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract)
-    expected_shapes = {
-        ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf.shape
-        for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(abstract_state))[0]
-    }
+    expected_shapes = {name: leaf.shape for name, leaf in named_leaves(abstract_state).items()}
     table = hf_name_table(cfg)
     missing = [theirs for _, theirs, _ in table if theirs not in tensors]
     unexpected = sorted(set(tensors) - {theirs for _, theirs, _ in table})
@@ -213,11 +211,7 @@ def from_hf_state_dict(
 def to_hf_state_dict(model: Encoder) -> dict[str, np.ndarray]:
     """HF `BertModel` / `RoFormerModel` names and PyTorch layouts for every parameter of
     `model`, as numpy (parameters only: no RoFormer sinusoidal buffer)."""
-    pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    flat = {
-        ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
-        for path, leaf in jax.tree_util.tree_flatten_with_path(pure)[0]
-    }
+    flat = named_leaves(nnx.state(model, nnx.Param))
     out = {}
     for ours, theirs, transpose in hf_name_table(model.config):
         value = np.asarray(flat[ours])

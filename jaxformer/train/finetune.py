@@ -13,7 +13,7 @@ finalized checkpoint and reproduces the uninterrupted run's parameters and losse
 
 Command (a 40-step toy run; see ``tests/scripts/finetune_run.py``)::
 
-    python tests/scripts/finetune_run.py --out /tmp/ft --checkpoint-dir /tmp/ft/ckpt
+    OUT=$(mktemp -d); python tests/scripts/finetune_run.py --out "$OUT" --checkpoint-dir "$OUT/ckpt"
 """
 
 

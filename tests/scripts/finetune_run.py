@@ -2,8 +2,8 @@
 
 Command (about 10 s on 2 CPU cores; prints nothing on success)::
 
-    JAX_PLATFORMS=cpu python tests/scripts/finetune_run.py \
-        --out /tmp/ft --checkpoint-dir /tmp/ft/ckpt
+    OUT=$(mktemp -d); JAX_PLATFORMS=cpu python tests/scripts/finetune_run.py \
+        --out "$OUT" --checkpoint-dir "$OUT/ckpt"
 
 It fine-tunes a 1-layer width-32 classifier on "does token 5 occur?" for 40 steps, saving a
 checkpoint every 5, and writes to ``--out``:
@@ -40,19 +40,9 @@ from flax import nnx  # noqa: E402
 from jaxformer.models.config import EncoderConfig  # noqa: E402
 from jaxformer.models.encoder import Encoder  # noqa: E402
 from jaxformer.models.heads import SequenceClassifier  # noqa: E402
+from jaxformer.models.modules import named_leaves  # noqa: E402
 from jaxformer.train.finetune import FinetuneConfig, finetune  # noqa: E402
 from synthetic import token_task  # noqa: E402
-
-
-def dotted(path: tuple) -> str:
-    parts = []
-    for k in path:
-        if isinstance(k, jax.tree_util.GetAttrKey):
-            if k.name != "value":
-                parts.append(k.name)
-        else:
-            parts.append(str(getattr(k, "key", getattr(k, "idx", k))))
-    return ".".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     params = nnx.state(result.model, nnx.Param)
     np.savez(args.out / "params.npz",
-             **{dotted(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)})
+             **{name: np.asarray(x) for name, x in named_leaves(params).items()})
     (args.out / "result.json").write_text(json.dumps({
         "history": result.history,
         "eval_history": result.eval_history,
