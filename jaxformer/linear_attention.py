@@ -361,7 +361,8 @@ def linear_attention(
                          f"got {tuple(fq.shape)} for q and {tuple(fk.shape)} for k")
     f = fq.shape[-1]
     if mask is not None:
-        fk = jnp.where((mask != 0)[:, :, None, None], fk, jnp.zeros((), fk.dtype))
+        keep = mask if mask.dtype == jnp.bool_ else mask != jnp.zeros((), mask.dtype)
+        fk = jnp.where(keep[:, :, None, None], fk, jnp.zeros((), fk.dtype))
     doc = None
     if segment_ids is not None:
         change = jnp.concatenate([jnp.zeros((b, 1), jnp.int32),

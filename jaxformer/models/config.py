@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jaxformer.feature_maps import FEATURE_MAPS
 from jaxformer.functional import ACTIVATIONS
+from jaxformer.linear_attention import MODES as LINEAR_MODES, NORMALIZERS as LINEAR_NORMALIZERS
 
-ATTENTION_KINDS = ("softmax",)
+ATTENTION_KINDS = ("softmax", "linear")
 POSITION_KINDS = ("absolute", "rope", "rope_mixed")
 ROTARY_POSITIONS = ("rope", "rope_mixed")
 ROPE_LAYOUTS = ("interleaved", "half")
@@ -66,7 +68,9 @@ class EncoderConfig:
       initializer_range: std of the N(0, std^2) weight init (HF BERT).
       norm: ``"post"`` (BERT: LN after each residual add) or ``"pre"`` (LN before each
         sub-layer, plus a final LN; Xiong et al. 2020).
-      attention: name of the attention kernel (``"softmax"``).
+      attention: name of the attention kernel: ``"softmax"`` or ``"linear"``
+        (`jaxformer.linear_attention`; with RoPE it rotates the numerator's features only, Su's
+        recipe, and it has no attention probabilities, so it needs ``attention_dropout=0``).
       position: ``"absolute"`` (learned table), ``"rope"`` (RoFormer: rotary q and k in
         every layer, no position table) or ``"rope_mixed"`` (RoPE-Mixed, Heo et al. 2024: like
         ``"rope"`` but every layer learns its frequencies ``[H, rope_axes, D/2]``, initialised
@@ -84,6 +88,13 @@ class EncoderConfig:
       embedding_size: width of the token/segment embeddings and their LayerNorm; None means
         ``hidden_size``. When it differs, a Dense ``embedding_size -> hidden_size`` follows
         the embedding LayerNorm (HF RoFormer's ``embeddings_project``, ALBERT-style).
+      causal: token t attends only to tokens s <= t (a decoder-only LM); False is BERT.
+      linear_feature_map: φ for ``attention="linear"``, a name in
+        `jaxformer.feature_maps.FEATURE_MAPS` (``"elu+1"``, ``"relu"``, ``"identity"``,
+        ``"taylor"``).
+      linear_normalize: ``"divide"``, ``"rmsnorm"`` or ``"none"`` (`linear_attention`).
+      linear_mode: ``"auto"``, ``"parallel"``, ``"chunked"``, ``"scan"`` or ``"quadratic"``.
+      linear_chunk_size: C of the chunked form.
     """
 
     vocab_size: int = 30522
@@ -108,6 +119,11 @@ class EncoderConfig:
     rotary_value: bool = False
     embedding_size: int | None = None
     rope_axes: int = 1
+    causal: bool = False
+    linear_feature_map: str = "elu+1"
+    linear_normalize: str = "divide"
+    linear_mode: str = "auto"
+    linear_chunk_size: int = 64
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -154,6 +170,9 @@ class EncoderConfig:
             "attention": ATTENTION_KINDS,
             "position": POSITION_KINDS,
             "rope_layout": ROPE_LAYOUTS,
+            "linear_feature_map": tuple(FEATURE_MAPS),
+            "linear_normalize": LINEAR_NORMALIZERS,
+            "linear_mode": LINEAR_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -174,6 +193,18 @@ class EncoderConfig:
                 f"hidden_size/num_heads={self.head_dim} into {self.rope_axes} groups of pairs, so "
                 f"it must be a multiple of 2*rope_axes={2 * self.rope_axes}"
             )
+        if (not isinstance(self.linear_chunk_size, int) or isinstance(self.linear_chunk_size, bool)
+                or self.linear_chunk_size < 1):
+            raise ValueError(
+                f"EncoderConfig.linear_chunk_size must be a positive int, got {self.linear_chunk_size!r}")
+        if self.attention == "linear" and self.attention_dropout:
+            raise ValueError(
+                f"EncoderConfig.attention='linear' has no attention probabilities to drop, so "
+                f"attention_dropout must be 0, got {self.attention_dropout!r}")
+        if self.attention == "linear" and self.causal and self.linear_mode == "parallel":
+            raise ValueError(
+                "EncoderConfig.linear_mode='parallel' is non-causal; with causal=True use "
+                "'auto', 'chunked', 'scan' or 'quadratic'")
         if self.rotary_value and self.position != "rope":
             raise ValueError(
                 f"EncoderConfig.rotary_value=True needs position='rope', got position={self.position!r}"
@@ -303,7 +334,8 @@ class EncoderConfig:
                 f"EncoderConfig.position={self.position!r} with rope_axes={self.rope_axes} has no "
                 "HF equivalent; only position='absolute' or 'rope' with rope_axes=1 exports"
             )
-        unsupported = {"norm": (self.norm, "post")}
+        unsupported = {"norm": (self.norm, "post"), "attention": (self.attention, "softmax"),
+                       "causal": (self.causal, False)}
         if self.position == "rope":
             unsupported.update(use_pooler=(self.use_pooler, False),
                                rope_layout=(self.rope_layout, "interleaved"),

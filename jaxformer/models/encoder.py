@@ -34,13 +34,16 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray, Real
 
 from jaxformer import functional as F
-from jaxformer.attention import AttentionKernel, padding_mask, softmax_attention
+from jaxformer.attention import AttentionKernel, causal_mask, padding_mask, softmax_attention
+from jaxformer.linear_attention import linear_attention
 from jaxformer.models.config import ROTARY_POSITIONS, EncoderConfig
 from jaxformer.models.modules import Dense, Embedding, LayerNorm, split_key
 from jaxformer.rope import apply_rope, rope_mixed_init
 
-# config.attention -> kernel; linear attention registers here. (RoPE is a `position` value:
-# it rotates q and k before whichever kernel runs.)
+# config.attention -> kernel with the `AttentionKernel` signature. RoPE is a `position` value:
+# it rotates q and k before these kernels run. `attention="linear"` is not in this table: it
+# takes its options from the config and applies RoPE itself, to the numerator's features only
+# (`SelfAttention._linear`).
 ATTENTION_KERNELS: dict[str, AttentionKernel] = {"softmax": softmax_attention}
 
 
@@ -164,6 +167,10 @@ class SelfAttention(nnx.Module):
     full head dim, so the scores depend on positions only through their differences.
     ``position="rope_mixed"`` holds a learned ``rope_freqs`` Param ``[H, A, D/2]`` and passes it
     to `apply_rope` as ``freqs=`` (pair i of head h turns by ``sum_a p_a F[h, a, i]``).
+
+    ``causal=True`` adds the lower-triangular mask (softmax) or runs the causal form (linear).
+    With ``attention="linear"`` the mask must be a key-padding mask ``[B, 1, 1, S]`` and RoPE
+    rotates φ(q), φ(k) in the numerator only (Su's recipe, RoFormer §3.3).
     """
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
@@ -185,6 +192,11 @@ class SelfAttention(nnx.Module):
         self.rope_layout = cfg.rope_layout
         self.rope_base = cfg.rope_base
         self.rotary_value = cfg.rotary_value
+        self.causal = cfg.causal
+        # A tuple of pairs, not a dict: NNX would treat a dict attribute as a graph node.
+        self.linear_options = (("feature_map", cfg.linear_feature_map),
+                               ("normalize", cfg.linear_normalize), ("mode", cfg.linear_mode),
+                               ("chunk_size", cfg.linear_chunk_size))
 
     def __call__(
         self,
@@ -214,15 +226,34 @@ class SelfAttention(nnx.Module):
                     f"[B|1, T{'' if self.rope_axes == 1 else f', {self.rope_axes}'}] for "
                     f"rope_axes={self.rope_axes}")
             freqs = "geometric" if self.rope_freqs is None else self.rope_freqs[...]
-            rotate = lambda y: apply_rope(y, positions, layout=self.rope_layout,  # noqa: E731
-                                          base=self.rope_base, freqs=freqs)
-            q, k = rotate(q), rotate(k)
+            rope_options = dict(layout=self.rope_layout, base=self.rope_base, freqs=freqs)
+            rotate = lambda y: apply_rope(y, positions, **rope_options)  # noqa: E731
+            if self.kernel_name != "linear":
+                q, k = rotate(q), rotate(k)
             if self.rotary_value:
                 v = rotate(v)
-        kernel = ATTENTION_KERNELS[self.kernel_name]
-        out = kernel(q, k, v, mask=mask, dropout_rate=self.dropout_rate, key=key,
-                     deterministic=deterministic)
+        if self.kernel_name == "linear":
+            out = self._linear(q, k, v, mask, positions if self.rope else None,
+                               rope_options if self.rope else None)
+        else:
+            if self.causal:
+                mask = causal_mask(t) if mask is None else mask & causal_mask(t)
+            kernel = ATTENTION_KERNELS[self.kernel_name]
+            out = kernel(q, k, v, mask=mask, dropout_rate=self.dropout_rate, key=key,
+                         deterministic=deterministic)
         return self.output(out.reshape(b, t, e))
+
+    def _linear(self, q, k, v, mask, positions, rope_options):  # noqa: ANN001, ANN202
+        key_mask = None
+        if mask is not None:
+            if mask.ndim != 4 or mask.shape[1:3] != (1, 1):
+                raise ValueError(
+                    f"attention='linear' takes a key-padding mask [B, 1, 1, S], got shape "
+                    f"{tuple(mask.shape)}; use causal=True in the config for causal attention")
+            key_mask = jnp.broadcast_to(mask[:, 0, 0, :], (q.shape[0], k.shape[1]))
+        return linear_attention(q, k, v, causal=self.causal, mask=key_mask,
+                                rope_positions=positions, rope_options=rope_options,
+                                **dict(self.linear_options))
 
 
 class FeedForward(nnx.Module):

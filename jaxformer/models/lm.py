@@ -1,0 +1,75 @@
+"""Language-model heads on an `Encoder`: masked LM (bidirectional) and causal LM (decoder-only).
+
+Shape letters: B batch, T tokens, E width, E_emb embedding width, V vocabulary.
+
+`LMHead` is BERT's prediction head (Devlin et al. 2019; HF ``BertLMPredictionHead``): a Dense
+``E -> E_emb``, the FFN's activation, LayerNorm, then logits against the *tied* word-embedding
+table plus a per-token bias. `MaskedLM` puts it on a bidirectional encoder; `CausalLM` on one
+built with ``causal=True``, where position t predicts token t + 1. Which attention runs inside
+(``"softmax"`` or ``"linear"``) is the config's business, so one head serves both sides of
+post 8610's comparison.
+"""
+
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from jaxformer import functional as F
+from jaxformer.models.config import EncoderConfig
+from jaxformer.models.encoder import Encoder
+from jaxformer.models.modules import Dense, LayerNorm
+
+
+class LMHead(nnx.Module):
+    """``logits = LN(act(h W + b)) Embᵀ + bias``, tied to the encoder's word embedding."""
+
+    def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        self.transform = Dense(cfg.hidden_size, cfg.embedding_width,
+                               init=F.normal_init(cfg.initializer_range), rngs=rngs)
+        self.norm = LayerNorm(cfg.embedding_width, eps=cfg.layer_norm_eps)
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+        self.act_name = cfg.hidden_act
+
+    def __call__(self, hidden: Float[Array, "B T E"], encoder: Encoder) -> Float[Array, "B T V"]:
+        h = self.norm(F.activation(self.act_name)(self.transform(hidden)))
+        logits = encoder.embed.word.attend(h)
+        return logits + self.bias[...].astype(logits.dtype).reshape(1, 1, -1)
+
+
+class _LM(nnx.Module):
+    def __init__(self, encoder: Encoder, *, rngs: nnx.Rngs):
+        self.encoder = encoder
+        self.head = LMHead(encoder.config, rngs=rngs)
+
+    def __call__(
+        self,
+        input_ids: Array,
+        *,
+        attention_mask: Array | None = None,
+        deterministic: bool,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "B T V"]:
+        """Token logits ``[B, T, V]``; inputs as `Encoder.__call__` (validated there)."""
+        out = self.encoder(input_ids, attention_mask=attention_mask, deterministic=deterministic,
+                           key=key)
+        return self.head(out.last_hidden_state, self.encoder)
+
+
+class MaskedLM(_LM):
+    """BERT's masked-LM model: a bidirectional encoder and a tied `LMHead`."""
+
+    def __init__(self, encoder: Encoder, *, rngs: nnx.Rngs):
+        if encoder.config.causal:
+            raise ValueError("MaskedLM needs a bidirectional encoder, got EncoderConfig.causal=True")
+        super().__init__(encoder, rngs=rngs)
+
+
+class CausalLM(_LM):
+    """A decoder-only LM: an encoder with ``causal=True`` and a tied `LMHead`; logits at t
+    predict token t + 1."""
+
+    def __init__(self, encoder: Encoder, *, rngs: nnx.Rngs):
+        if not encoder.config.causal:
+            raise ValueError("CausalLM needs an encoder built with EncoderConfig(causal=True), "
+                             "got causal=False")
+        super().__init__(encoder, rngs=rngs)
