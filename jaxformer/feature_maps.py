@@ -34,9 +34,15 @@ from jaxtyping import Array, Float, PRNGKeyArray
 FeatureFn = Callable[[Array], Array]
 
 
+def compute_dtype(dtype: object) -> jnp.dtype:
+    """fp32 for bf16/fp16/fp32, float64 for float64: the precision maps and sums run in.
+    (Not `jnp.promote_types`, which refuses float64 + float32 under strict promotion.)"""
+    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
+
+
 def _fp32(fn: Callable[[Array], Array]) -> FeatureFn:
     def wrapped(x: Array) -> Array:
-        return fn(x.astype(jnp.float32)).astype(x.dtype)
+        return fn(x.astype(compute_dtype(x.dtype))).astype(x.dtype)
     wrapped.__name__ = fn.__name__
     return wrapped
 
@@ -44,7 +50,7 @@ def _fp32(fn: Callable[[Array], Array]) -> FeatureFn:
 @_fp32
 def elu_plus_one(x: Array) -> Array:
     """Katharopoulos et al. 2020, eq. 7: positive, and linear (not exponential) for x > 0."""
-    return jax.nn.elu(x) + jnp.float32(1.0)
+    return jax.nn.elu(x) + 1.0
 
 
 @_fp32
@@ -61,10 +67,10 @@ def _taylor(x: Float[Array, "*b D"]) -> Float[Array, "*b F"]:
     i, j = np.triu_indices(d)
     # Off-diagonal products appear twice in (qᵀk)² = Σ_ij q_i q_j k_i k_j, hence √2 on them;
     # scaled so that φ(q)ᵀφ(k) = 1 + s + s²/2 with s = qᵀk/√D (Based, Arora et al. 2024 §4).
-    weight = np.where(i == j, 1.0 / math.sqrt(2.0 * d), 1.0 / math.sqrt(d)).astype(np.float32)
-    quad = x[..., i] * x[..., j] * jnp.asarray(weight)
+    weight = np.where(i == j, 1.0 / math.sqrt(2.0 * d), 1.0 / math.sqrt(d))
+    quad = x[..., i] * x[..., j] * jnp.asarray(weight, x.dtype).reshape((1,) * (x.ndim - 1) + (-1,))
     ones = jnp.ones(x.shape[:-1] + (1,), dtype=x.dtype)
-    return jnp.concatenate([ones, x * jnp.float32(d ** -0.25), quad], axis=-1)
+    return jnp.concatenate([ones, x * (d ** -0.25), quad], axis=-1)
 
 
 taylor = _fp32(_taylor)
@@ -85,7 +91,10 @@ def orthogonal_gaussian(key: PRNGKeyArray, num_features: int, head_dim: int) -> 
     blocks = -(-num_features // head_dim)
     k_dirs, k_norms = jax.random.split(key)
     gauss = jax.random.normal(k_dirs, (blocks, head_dim, head_dim), dtype=jnp.float32)
-    q, _ = jnp.linalg.qr(gauss)  # [blocks, D, D], orthonormal columns
+    q, r = jnp.linalg.qr(gauss)  # [blocks, D, D], orthonormal columns
+    # Householder QR fixes the signs of diag(R), which biases Q (column 0 always points against
+    # the Gaussian's first entry); flipping each column by sign(R_ii) makes Q Haar-distributed.
+    q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
     dirs = jnp.swapaxes(q, 1, 2).reshape(blocks * head_dim, head_dim)[:num_features]
     norms = jnp.linalg.norm(
         jax.random.normal(k_norms, (num_features, head_dim), dtype=jnp.float32), axis=-1)
@@ -126,12 +135,12 @@ class FavorPlus:
         d = self.omega.shape[1]
         if x.shape[-1] != d:
             raise ValueError(f"FavorPlus was drawn for head_dim={d}, got inputs with D={x.shape[-1]}")
-        xf = x.astype(jnp.float32) * jnp.float32(d ** -0.25)
-        proj = jnp.einsum("...d,md->...m", xf, self.omega)
+        xf = x.astype(compute_dtype(x.dtype)) * (d ** -0.25)
+        proj = jnp.einsum("...d,md->...m", xf, self.omega.astype(xf.dtype))
         logits = proj - 0.5 * jnp.sum(xf * xf, axis=-1, keepdims=True)
         if is_query:
             logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-        phi = jnp.exp(logits) * jnp.float32(self.num_features ** -0.5)
+        phi = jnp.exp(logits) * (self.num_features ** -0.5)
         return phi.astype(x.dtype)
 
 

