@@ -1,7 +1,7 @@
 """Feature maps φ for linear attention: ``sim(q, k) = φ(q)ᵀ φ(k)`` replaces ``exp(qᵀk)``.
 
-Shape letters: B batch, T tokens, H heads, D head dim, F feature dim (``F = D`` unless a map
-says otherwise), M random features.
+Shape letters: B batch, T tokens, H heads, D head dim, M feature dim (``M = D`` unless a map
+says otherwise; for FAVOR+ the number of random features).
 
 Su's post 7546 (linear attention background) and Katharopoulos et al. 2020 ("Transformers are
 RNNs") write linear attention as ``φ(Q)(φ(K)ᵀV)``. With the ``"divide"`` normaliser the maps
@@ -9,7 +9,7 @@ must be non-negative (otherwise the denominator ``φ(q)ᵀΣφ(k)`` can cross ze
 ``"identity"`` are meant for ``normalize="rmsnorm"`` or ``"none"`` (fla's default layer uses
 identity features with an output RMSNorm).
 
-| name | φ(x) | F | source |
+| name | φ(x) | M | source |
 |---|---|---|---|
 | ``"elu+1"`` | ``elu(x) + 1`` | D | Katharopoulos et al. 2020, eq. 7 |
 | ``"relu"`` | ``max(x, 0)`` | D | fla ``feature_map="relu"`` |
@@ -62,7 +62,7 @@ def identity(x: Array) -> Array:
     return x
 
 
-def _taylor(x: Float[Array, "*b D"]) -> Float[Array, "*b F"]:
+def _taylor(x: Float[Array, "*b D"]) -> Float[Array, "*b M"]:
     d = x.shape[-1]
     i, j = np.triu_indices(d)
     # Off-diagonal products appear twice in (qᵀk)² = Σ_ij q_i q_j k_i k_j, hence √2 on them;
@@ -74,7 +74,7 @@ def _taylor(x: Float[Array, "*b D"]) -> Float[Array, "*b F"]:
 
 
 taylor = _fp32(_taylor)
-taylor.__doc__ = "Second-order Taylor features (Based): F = 1 + D + D(D+1)/2."
+taylor.__doc__ = "Second-order Taylor features (Based): M = 1 + D + D(D+1)/2."
 
 
 def taylor_dim(head_dim: int) -> int:

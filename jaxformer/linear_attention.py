@@ -1,23 +1,23 @@
 """Linear attention as one pure kernel with four interchangeable modes, plus O(1) decoding.
 
 Shape letters: B batch, T query tokens, S key tokens (S = T when causal), H heads, D q/k head
-dim, K value head dim (``Dv``), F feature dim of φ, C chunk size, N = ⌈T/C⌉ chunks.
+dim, K value head dim (``Dv``), M feature dim of φ, W chunk size, G = ⌈T/W⌉ chunks.
 
 The maths (Katharopoulos et al. 2020 eq. 4-6; Su, kexue.fm post 7546)::
 
-    out_t = φ(q_t)ᵀ S_t / (φ(q_t)ᵀ z_t + eps),   S_t = Σ_{s ∈ W(t)} φ(k_s) v_sᵀ,   z_t = Σ_{s ∈ W(t)} φ(k_s)
+    out_t = φ(q_t)ᵀ S_t / (φ(q_t)ᵀ z_t + eps),   S_t = Σ_{s ∈ Ω(t)} φ(k_s) v_sᵀ,   z_t = Σ_{s ∈ Ω(t)} φ(k_s)
 
-where the window W(t) is every key (non-causal) or keys s ≤ t (causal), in both cases only
+where the window Ω(t) is every key (non-causal) or keys s ≤ t (causal), in both cases only
 keys of t's document and not masked out. Grouping ``φ(K)ᵀV`` first is what makes the cost
-``O(T F K)`` instead of ``O(T² D)``: 2·T·F·K multiply-adds per head for the state and as many
-for the read-out, vs 2·T²·D for ``QKᵀ`` and ``AV`` (post 8610: cheaper iff T > F).
+``O(T M K)`` instead of ``O(T² D)``: 2·T·M·K multiply-adds per head for the state and as many
+for the read-out, vs 2·T²·D for ``QKᵀ`` and ``AV`` (post 8610: cheaper iff T > M).
 
 | mode | form | cost / memory |
 |---|---|---|
-| ``"parallel"`` | non-causal ``φ(Q)(φ(K)ᵀV)`` | 4·T·F·K FLOPs; one ``[F, K]`` state |
-| ``"chunked"`` | causal: inside a chunk the masked ``(φQφKᵀ ⊙ M)V``, across chunks the states ``S_n`` (a prefix sum over N chunk states: no sequential loop) | 4·T·F·K + 2·T·C·(F + K); N states ``[F, K]`` |
-| ``"scan"`` | causal recurrence ``S_t = S_{t-1} + φ(k_t)v_tᵀ`` with `lax.scan`, rematerialised per chunk so the backward pass stores N states, not T | 4·T·F·K, sequential in T |
-| ``"quadratic"`` | the masked ``(φQφKᵀ ⊙ M)V``: the test reference | 2·T²·(F + K) |
+| ``"parallel"`` | non-causal ``φ(Q)(φ(K)ᵀV)`` | 4·T·M·K FLOPs; one ``[M, K]`` state |
+| ``"chunked"`` | causal: inside a chunk the masked ``(φQφKᵀ ⊙ mask)V``, across chunks the states ``S_n`` (a prefix sum over G chunk states: no sequential loop) | 4·T·M·K + 2·T·W·(M + K); G states ``[M, K]`` |
+| ``"scan"`` | causal recurrence ``S_t = S_{t-1} + φ(k_t)v_tᵀ`` with `lax.scan`, rematerialised per chunk so the backward pass stores G states, not T | 4·T·M·K, sequential in T |
+| ``"quadratic"`` | the masked ``(φQφKᵀ ⊙ mask)V``: the test reference | 2·T²·(M + K) |
 | ``"auto"`` | see :func:`auto_mode` | |
 
 ``chunked`` and ``scan`` with ``causal=False`` compute the bidirectional sum as a forward
@@ -63,12 +63,12 @@ class LinearState(NamedTuple):
     """The recurrent state of linear attention, in fp32.
 
     Attributes:
-      kv: ``[B, H, F, K]``, ``Σ φ(k) vᵀ`` (RoPE-rotated features when RoPE is on).
-      z: ``[B, H, F]``, ``Σ φ(k)`` (never rotated), the denominator's state.
+      kv: ``[B, H, M, K]``, ``Σ φ(k) vᵀ`` (RoPE-rotated features when RoPE is on).
+      z: ``[B, H, M]``, ``Σ φ(k)`` (never rotated), the denominator's state.
     """
 
-    kv: Float[Array, "B H F K"]
-    z: Float[Array, "B H F"]
+    kv: Float[Array, "B H M K"]
+    z: Float[Array, "B H M"]
 
 
 def init_state(batch: int, heads: int, feature_dim: int, value_dim: int, *,
@@ -87,7 +87,7 @@ def accumulation_dtype(dtype: DTypeLike) -> jnp.dtype:
 def auto_mode(*, causal: bool, length: int, platform: str | None = None) -> str:
     """The mode ``mode="auto"`` runs.
 
-    Non-causal: ``"parallel"`` (one ``[F, K]`` state; nothing beats it). Causal: on CPU
+    Non-causal: ``"parallel"`` (one ``[M, K]`` state; nothing beats it). Causal: on CPU
     ``"scan"``, whose per-token recurrence does the fewest FLOPs and is memory-bound either way;
     on GPU/TPU ``"chunked"``, whose chunk matmuls keep the matrix units busy while a token scan
     launches T tiny steps (fla's design; Performer JAX's README reports its scan is slow there).
@@ -151,13 +151,13 @@ def _check_state(state: LinearState, *, b: int, h: int, f: int, kdim: int) -> No
     want = ((b, h, f, kdim), (b, h, f))
     got = (tuple(state.kv.shape), tuple(state.z.shape))
     if got != want:
-        raise ValueError(f"initial_state has kv {got[0]} and z {got[1]}; expected kv [B, H, F, Dv] "
-                         f"= {want[0]} and z [B, H, F] = {want[1]}")
+        raise ValueError(f"initial_state has kv {got[0]} and z {got[1]}; expected kv [B, H, M, Dv] "
+                         f"= {want[0]} and z [B, H, M] = {want[1]}")
 
 
 # --------------------------------------------------------------------------- core forms
 # Every form below computes, for "features" a (queries), b (keys), values c and a start
-# state c0 [B, H, F, K], the causal product out_t = Σ_{s ≤ t, same doc} (a_t·b_s) c_s + [doc_t =
+# state c0 [B, H, M, K], the causal product out_t = Σ_{s ≤ t, same doc} (a_t·b_s) c_s + [doc_t =
 # doc_0] a_t·c0, and the state of the last document. The denominator is the same product with
 # c = 1, so without RoPE one call computes both (c = [v, 1]).
 
@@ -167,7 +167,7 @@ def _same_doc(doc_t: Array, doc_s: Array) -> Array:
 
 
 def _quadratic(a, b, c, c0, doc, causal):
-    # a, b: [B, H, T, F] in the input dtype; c: [B, H, T, K]; doc: [B, T] or None.
+    # a, b: [B, H, T, M] in the input dtype; c: [B, H, T, K]; doc: [B, T] or None.
     acc = c0.dtype
     t, s = a.shape[2], b.shape[2]  # s = t unless non-causal cross-attention
     scores = jnp.einsum("bhtf,bhsf->bhts", a, b, preferred_element_type=acc)
@@ -213,14 +213,14 @@ def _chunked(a, b, c, c0, doc, chunk):
     intra = jnp.einsum("bhncs,bhnsk->bhnck", scores, c, preferred_element_type=acc)
     if doc is None:
         local = jnp.einsum("bhnsf,bhnsk->bhnfk", b, c, preferred_element_type=acc)
-        # Not jnp.cumsum: XLA:CPU lowers it to a reduce-window that is O(N^2) in the number of
-        # chunks (75 ms vs 10 ms for the associative scan at N = 128, 8 heads of 64 x 65).
+        # Not jnp.cumsum: XLA:CPU lowers it to a reduce-window that is O(G^2) in the number of
+        # chunks (75 ms vs 10 ms for the associative scan at G = 128, 8 heads of 64 x 65).
         inclusive = jax.lax.associative_scan(jnp.add, local, axis=2) + c0[:, :, None]
         prev = jnp.concatenate([c0[:, :, None], inclusive[:, :, :-1]], axis=2)  # state before chunk n
         inter = jnp.einsum("bhncf,bhnfk->bhnck", a.astype(acc), prev)
         state = inclusive[:, :, -1]
     else:
-        last = docp[:, :, -1]                                       # [B, N] doc at each chunk end
+        last = docp[:, :, -1]                                       # [B, G] doc at each chunk end
         prev_last = jnp.concatenate([doc[:, :1], last[:, :-1]], axis=1)  # doc of the incoming state
         w = (docp == last[:, :, None])[:, None, :, :, None]         # keys that reach the next chunk
         local = jnp.einsum("bhnsf,bhnsk->bhnfk", jnp.where(w, b, jnp.zeros((), b.dtype)), c,
@@ -244,7 +244,7 @@ def _chunked(a, b, c, c0, doc, chunk):
 
 def _scan(a, b, c, c0, doc, chunk):
     """Causal token recurrence; the inner scan over each chunk is rematerialised in the backward
-    pass, so autodiff stores N = ⌈T/C⌉ states instead of T (linear-attention-transformer #2).
+    pass, so autodiff stores G = ⌈T/W⌉ states instead of T (linear-attention-transformer #2).
 
     The inner scan is not unrolled: on XLA:CPU ``unroll=4`` was measured 3.7x and ``unroll=16``
     9.5x slower at T = 8192, H = 8, D = 64 (Performer's GPU advice does not carry over)."""
@@ -257,7 +257,7 @@ def _scan(a, b, c, c0, doc, chunk):
     gate = jnp.concatenate([jnp.ones((bsz, 1), bool), docp[:, 1:] == docp[:, :-1]], axis=1)
     gate = _pad_time(gate, pad, 1, value=True)
 
-    def to_steps(x):  # [B, H, T, X] -> [N, C, B, H, X]
+    def to_steps(x):  # [B, H, T, X] -> [G, W, B, H, X]
         x = _pad_time(x, pad, 2)
         return jnp.moveaxis(x.reshape(bsz, h, n, cs, x.shape[-1]), (2, 3), (0, 1))
 
@@ -274,7 +274,7 @@ def _scan(a, b, c, c0, doc, chunk):
     def chunk_body(state, x):
         return jax.lax.scan(token, state, x)
 
-    state, out = jax.lax.scan(chunk_body, c0, xs)           # out: [N, C, B, H, K]
+    state, out = jax.lax.scan(chunk_body, c0, xs)           # out: [G, W, B, H, K]
     out = jnp.moveaxis(out, (0, 1), (2, 3)).reshape(bsz, h, n * cs, -1)[:, :, :t]
     return out, state
 
@@ -346,18 +346,18 @@ def linear_attention(
       causal: whether query t sees only keys s ≤ t.
       mode: ``"auto"``, ``"parallel"``, ``"chunked"``, ``"scan"`` or ``"quadratic"``.
       feature_map: a name in `jaxformer.feature_maps.FEATURE_MAPS`, ``"favor+"`` (with
-        ``feature_key``), a `FavorPlus`, a callable ``[..., D] -> [..., F]`` or a pair of them
+        ``feature_key``), a `FavorPlus`, a callable ``[..., D] -> [..., M]`` or a pair of them
         (query map, key map).
       normalize: ``"divide"`` (``/(φ(q)ᵀΣφ(k) + eps)``), ``"rmsnorm"`` (no denominator; a
         parameter-free RMSNorm over K, fla's default) or ``"none"``.
       eps: defaults to 1e-6 for ``"divide"`` (fast-transformers) and 1e-5 for ``"rmsnorm"``.
-      chunk_size: C for ``"chunked"`` (and the remat interval of ``"scan"``); need not divide T.
+      chunk_size: W for ``"chunked"`` (and the remat interval of ``"scan"``); need not divide T.
       mask: ``[B, S]`` bool or 0/1, True for real keys.
       segment_ids: ``[B, T]`` int; the state resets where it changes.
-      initial_state: a `LinearState` ``([B, H, F, K], [B, H, F])`` continuing a document.
+      initial_state: a `LinearState` ``([B, H, M, K], [B, H, M])`` continuing a document.
       return_state: also return the final `LinearState`.
       rope_positions: ``[B|1, T]`` or ``[B|1, T, A]`` positions: rotate the numerator's φ(q),
-        φ(k) with `jaxformer.rope.apply_rope` (requires even F).
+        φ(k) with `jaxformer.rope.apply_rope` (requires even M).
       rope_options: keyword arguments for `apply_rope` (``layout``, ``base``, ``sections``, ...).
       feature_key: PRNG key for ``feature_map="favor+"``.
 
@@ -374,7 +374,7 @@ def linear_attention(
     phi_q, phi_k = resolve_feature_map(feature_map, head_dim=d, key=feature_key)
     fq, fk = phi_q(q), phi_k(k)
     if fq.shape[:3] != q.shape[:3] or fk.shape[:3] != k.shape[:3] or fq.shape[-1] != fk.shape[-1]:
-        raise ValueError(f"feature_map must map [B, T, H, D] to [B, T, H, F] with one F for q and k; "
+        raise ValueError(f"feature_map must map [B, T, H, D] to [B, T, H, M] with one M for q and k; "
                          f"got {tuple(fq.shape)} for q and {tuple(fk.shape)} for k")
     f = fq.shape[-1]
     if mask is not None:
@@ -407,7 +407,7 @@ def linear_attention(
             (num, _), den, state = run(a, bk, vh, c0.kv), None, None
     else:
         if f % 2:
-            raise ValueError(f"RoPE on linear-attention features needs an even feature dim F, got F={f}")
+            raise ValueError(f"RoPE on linear-attention features needs an even feature dim M, got M={f}")
         rot = lambda x: apply_rope(x, rope_positions, **dict(rope_options or {}))  # noqa: E731
         num, st = run(heads_first(rot(fq)), heads_first(rot(fk)), vh, c0.kv)
         a, bk = heads_first(fq), heads_first(fk)
@@ -432,7 +432,7 @@ def step(
     position: Array | None = None,
     rope_options: Mapping[str, Any] | None = None,
 ) -> tuple[Float[Array, "B H K"], LinearState]:
-    """One causal decoding step in O(F·K) memory: add token t to the state, then read it out.
+    """One causal decoding step in O(M·K) memory: add token t to the state, then read it out.
 
     ``q_t, k_t: [B, H, D]``, ``v_t: [B, H, K]``; ``position`` ``[B|1]`` (or ``[B|1, A]``) is the
     token's RoPE position when the attention uses RoPE. Pass a `FavorPlus` (not ``"favor+"``) so

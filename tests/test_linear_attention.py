@@ -416,12 +416,12 @@ ERRORS = [
     ("seg-dtype", dict(segment_ids=jnp.zeros((1, 5))), TypeError,
      r"segment_ids must be an integer array, got dtype float32"),
     ("state-Dv", dict(initial_state="bad"), ValueError,
-     r"initial_state has kv \(1, 2, 4, 2\).*expected kv \[B, H, F, Dv\] = \(1, 2, 4, 3\)"),
+     r"initial_state has kv \(1, 2, 4, 2\).*expected kv \[B, H, M, Dv\] = \(1, 2, 4, 3\)"),
     # With the test suite's jaxtyping hook, beartype names the parameter before the kernel does.
     ("state-type", dict(initial_state=(jnp.zeros((1, 2, 4, 3)), jnp.zeros((1, 2, 4)))), TypeError,
      r"initial_state[\s\S]*LinearState"),
     ("rope-odd-F", dict(feature_map=_odd_features, rope_positions=jnp.zeros((1, 5), jnp.int32)), ValueError,
-     r"RoPE on linear-attention features needs an even feature dim F, got F=3"),
+     r"RoPE on linear-attention features needs an even feature dim M, got M=3"),
 ]
 
 

@@ -94,7 +94,7 @@ class EncoderConfig:
         ``"taylor"``).
       linear_normalize: ``"divide"``, ``"rmsnorm"`` or ``"none"`` (`linear_attention`).
       linear_mode: ``"auto"``, ``"parallel"``, ``"chunked"``, ``"scan"`` or ``"quadratic"``.
-      linear_chunk_size: C of the chunked form.
+      linear_chunk_size: W, the chunk size of the chunked form.
     """
 
     vocab_size: int = 30522
