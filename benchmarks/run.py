@@ -7,10 +7,11 @@ stdout, writes `<out>/<device_slug>/<name>.json` and `<name>.md` per benchmark (
 A benchmark module provides `NAME`, `COLUMNS`, `run(quick: bool) -> list[dict]` and
 `write(rows, *, out_dir, command) -> paths`.
 
-The full run takes about 2 minutes on an idle 2-core CPU (3-4 minutes when other processes
-share the cores). Torch's OpenMP threads slow down badly when the cores are oversubscribed,
-which inflates the ratios in jaxformer's favour: check the load average and the `max IQR %`
-column in the report, and on a shared machine prefer `nice -n -10 python -m benchmarks.run`.
+The full run takes about 3.5 minutes on an idle 2-core CPU, 1.5 of them in the linear-attention
+benchmark (5-6 minutes when other processes share the cores). Torch's OpenMP threads slow down
+badly when the cores are oversubscribed, which inflates the ratios in jaxformer's favour: check
+the load average and the `max IQR %` column in the report, and on a shared machine prefer
+`nice -n -10 python -m benchmarks.run`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 from benchmarks.harness import format_table
 
 # Module names, in run order. Add new benchmarks here.
-BENCHMARKS: tuple[str, ...] = ("benchmarks.bench_encoder", "benchmarks.bench_rope")
+BENCHMARKS: tuple[str, ...] = ("benchmarks.bench_encoder", "benchmarks.bench_rope",
+                               "benchmarks.bench_linear_attention")
 
 
 def _command(quick: bool, out: str) -> str:

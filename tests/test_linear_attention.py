@@ -275,7 +275,7 @@ def test_modes_match_quadratic(c):
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("segments", [False, True])
 def test_gradients_match_quadratic(causal, segments):
-    t = 70  # > 64, so causal "auto" runs scan rather than quadratic
+    t = 70  # more than one chunk of 64
     q, k, v = data(4, 2, t, 2, 4, 3)
     w = jax.random.normal(jax.random.fold_in(jax.random.key(4), 9), (2, t, 2, 3), jnp.float32)
     seg = np.repeat(np.array([[0, 1, 2, 3], [0, 0, 5, 5]]), [20, 5, 30, 15], axis=1)
@@ -331,7 +331,7 @@ def test_masked_keys_and_other_documents_do_not_leak(causal, mode):
 @pytest.mark.parametrize("mode", ["quadratic", "chunked", "scan", "auto"])
 @pytest.mark.parametrize("t0", [0, 6, 17])
 def test_causality(mode, t0):
-    t = 70 if mode == "auto" else 19
+    t = 70 if mode == "auto" else 19  # "auto" (chunked here): more than one chunk of 64
     q, k, v = data(6, 2, t, 2, 4, 3)
     future = np.zeros((2, t), bool)
     future[:, t0:] = True
@@ -453,3 +453,13 @@ def test_float64_gradients_match_finite_differences(mode, causal):
 
         assert f(q, k, v).dtype == jnp.float64
         check_grads(f, (q, k, v), order=1, modes=["rev"], eps=1e-6, atol=1e-7, rtol=1e-7)
+
+
+def test_auto_mode_rule():
+    from jaxformer.linear_attention import auto_mode
+
+    assert auto_mode(causal=False, length=100_000, platform="cpu") == "parallel"
+    assert auto_mode(causal=True, length=4095, platform="cpu") == "chunked"
+    assert auto_mode(causal=True, length=4096, platform="cpu") == "scan"
+    assert auto_mode(causal=True, length=1 << 20, platform="gpu") == "chunked"
+    assert auto_mode(causal=True, length=1 << 20, platform="tpu") == "chunked"

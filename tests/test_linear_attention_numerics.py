@@ -134,7 +134,7 @@ def test_decode_state_is_constant_size():
 @pytest.mark.parametrize("mode", ["quadratic", "chunked", "scan", "auto"])
 @pytest.mark.parametrize("rope", [False, True])
 def test_initial_state_chaining(mode, rope):
-    b, t, h, d, kd, cut = 2, 150, 2, 4, 3, 77  # halves > 64 tokens: "auto" runs scan
+    b, t, h, d, kd, cut = 2, 150, 2, 4, 3, 77  # halves longer than one chunk
     q, k, v = (normal(7, i, (b, t, h, n)) for i, n in enumerate((d, d, kd)))
     seg = np.repeat(np.array([[0, 1, 2], [4, 4, 9]]), [30, 60, 60], axis=1)  # a document spans the cut
     mask = jnp.asarray(np.arange(t) % 13 != 5)[None].repeat(b, 0)
