@@ -59,7 +59,10 @@ def _git_commit() -> tuple[str, bool | None]:
                               timeout=10, check=True).stdout.strip()
 
     try:
-        sha, dirty = git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain"))
+        # results/ is excluded: a suite run writes its reports one by one, and the earlier
+        # reports must not make the later ones look as if the code had changed.
+        sha = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", ".", ":(exclude)results"))
     except (OSError, subprocess.SubprocessError):
         return "unknown", None
     return sha or "unknown", dirty
