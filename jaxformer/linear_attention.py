@@ -214,8 +214,11 @@ def _chunked(a, b, c, c0, doc, chunk):
         docp = jnp.where(jnp.arange(n * cs) < t, docp, doc[:, -1:]).reshape(bsz, n, cs)
         intra_keep = (tril[None, None] & _same_doc(docp, docp))[:, None]
     scores = jnp.einsum("bhncf,bhnsf->bhncs", a, b, preferred_element_type=acc)
-    scores = jnp.where(intra_keep, scores, jnp.zeros((), acc)).astype(c.dtype)
-    intra = jnp.einsum("bhncs,bhnsk->bhnck", scores, c, preferred_element_type=acc)
+    # The masked scores feed the second matmul in the input dtype when it is bf16 (fp32's
+    # range; fla does the same), but in fp32 for fp16, whose 65504 ceiling φ(q)ᵀφ(k) can pass.
+    low = c.dtype if c.dtype == jnp.bfloat16 else acc
+    scores = jnp.where(intra_keep, scores, jnp.zeros((), acc)).astype(low)
+    intra = jnp.einsum("bhncs,bhnsk->bhnck", scores, c.astype(low), preferred_element_type=acc)
     if doc is None:
         local = jnp.einsum("bhnsf,bhnsk->bhnfk", b, c, preferred_element_type=acc)
         # Not jnp.cumsum: XLA:CPU lowers it to a reduce-window that is O(G^2) in the number of

@@ -249,3 +249,19 @@ def test_feature_maps_keep_bf16(fn):
     want = np.asarray(fn(x.astype(jnp.bfloat16).astype(jnp.float32)), np.float64)  # fp32 inside
     np.testing.assert_allclose(np.asarray(got.astype(jnp.float32)), want, rtol=2 ** -8, atol=1e-6)
     assert linear_attention(*(x.astype(jnp.bfloat16),) * 3, causal=True, feature_map=fn).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("causal,mode", [(True, "chunked"), (True, "scan"), (True, "quadratic"),
+                                         (False, "parallel"), (False, "chunked")])
+def test_float16_scores_beyond_its_range_stay_finite(causal, mode):
+    # φ(q)ᵀφ(k) = 64 · 41² = 107584 > 65504, float16's largest finite value: a kernel that
+    # multiplied the intra-chunk scores in fp16 would return inf/NaN (fast-transformers #32).
+    t, h, d = 96, 2, 64
+    q = jnp.full((1, t, h, d), 40.0, jnp.float32)
+    v = jax.random.normal(jax.random.key(11), (1, t, h, 8), jnp.float32)
+    want = linear_attention(q, q, v, causal=causal, mode=mode)
+    got = linear_attention(*(x.astype(jnp.float16) for x in (q, q, v)), causal=causal, mode=mode)
+    assert got.dtype == jnp.float16
+    assert bool(jnp.all(jnp.isfinite(got)))
+    err = float(jnp.linalg.norm(got.astype(jnp.float32) - want) / jnp.linalg.norm(want))
+    assert err < 1e-2, err
