@@ -4,8 +4,16 @@
         [--batch-size N] [--input FILE] --out FILE.npy
 
 reads UTF-8 sentences, one per line (standard input, or --input FILE), and writes a float32
-``[N, E]`` array. Empty lines are kept as empty sentences, so row i is line i. Errors (a bad
-model directory, empty input, ...) print one clear line to stderr and exit with status 2.
+``[N, E]`` array. Empty lines are kept as empty sentences, so row i is line i.
+
+    jaxformer flops --d-model 768 --heads 12 --ffn 3072 --seq-len 512 [--attention linear] \
+        [--batch N] [--no-xla] [--json]
+
+prints one layer's forward FLOPs per operation (`jaxformer.flops`, 2 per multiply-add), XLA's
+compiled count of the same layer (`xla_flops`) and post 8610's crossover lengths.
+
+Errors (a bad model directory, empty input, a bad shape, ...) print one clear line to stderr and
+exit with status 2.
 """
 
 import argparse
@@ -94,6 +102,72 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flops(args: argparse.Namespace) -> int:
+    from jaxformer.flops import LayerShape, crossover_lengths, layer_flops
+
+    for name in ("d_model", "heads", "ffn", "seq_len", "batch"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.d_model % args.heads:
+        raise CLIError(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
+    shape = LayerShape(args.d_model, args.heads, args.ffn, args.seq_len, batch=args.batch,
+                       attention=args.attention, linear_mode="parallel")
+    lines = layer_flops(shape)
+    head_dim = args.d_model // args.heads
+    crossover = crossover_lengths(args.d_model, args.heads, args.ffn,
+                                  feature_dim=head_dim if args.attention == "linear" else None)
+    measured = None if args.no_xla else _xla_layer_flops(args)
+    report = {
+        "shape": {"d_model": args.d_model, "heads": args.heads, "ffn": args.ffn,
+                  "seq_len": args.seq_len, "batch": args.batch, "attention": args.attention},
+        "analytic_flops": lines["matmul_total"],
+        "su_multiplications": layer_flops(shape, convention="su")["matmul_total"],
+        "per_op": lines["matmul"],
+        "elementwise": lines["elementwise"],
+        "analytic_with_elementwise": lines["matmul_total"] + lines["elementwise_total"],
+        "xla_flops": None if measured is None else measured.flops,
+        "xla_reliable": None if measured is None else measured.reliable,
+        "xla_note": None if measured is None else measured.reason,
+        "crossover": crossover,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"one {args.attention} encoder layer, forward, B={args.batch} T={args.seq_len} "
+          f"E={args.d_model} H={args.heads} F={args.ffn} (FLOPs = 2 per multiply-add)")
+    for section in ("per_op", "elementwise"):
+        for op, value in report[section].items():
+            print(f"  {op:<22}{value:>16,.0f}")
+    print(f"  {'matmul total':<22}{report['analytic_flops']:>16,.0f}   (Su's count x2)")
+    print(f"  {'with elementwise':<22}{report['analytic_with_elementwise']:>16,.0f}")
+    if measured is not None:
+        flops = "n/a" if measured.flops is None else f"{measured.flops:,.0f}"
+        ratio = ("" if measured.flops is None
+                 else f"   ({measured.flops / report['analytic_with_elementwise']:.4f} of analytic)")
+        print(f"  {'XLA cost_analysis':<22}{flops:>16}{ratio}"
+              + ("" if measured.reliable else f"   [{measured.reason}]"))
+    for name, value in crossover.items():
+        print(f"crossover {name}: n > {value:g}")
+    return 0
+
+
+def _xla_layer_flops(args: argparse.Namespace):  # noqa: ANN202
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxformer.flops import xla_flops
+    from jaxformer.models.config import EncoderConfig
+    from jaxformer.models.encoder import Block
+
+    cfg = EncoderConfig(hidden_size=args.d_model, num_heads=args.heads, intermediate_size=args.ffn,
+                        num_layers=1, attention=args.attention, attention_dropout=0.0,
+                        linear_mode="parallel", max_position_embeddings=max(args.seq_len, 1))
+    graphdef, params = nnx.split(Block(cfg, rngs=nnx.Rngs(0)))
+    x = jax.ShapeDtypeStruct((args.batch, args.seq_len, args.d_model), jnp.float32)
+    return xla_flops(lambda p, h: nnx.merge(graphdef, p)(h, mask=None, deterministic=True), params, x)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"force a progress bar (default: on for >= {PROGRESS_THRESHOLD} lines)")
     embed.add_argument("--no-progress", dest="progress", action="store_false")
     embed.set_defaults(func=_embed)
+    flops = sub.add_parser("flops", help="analytic and XLA FLOPs of one encoder layer, and crossovers")
+    flops.add_argument("--d-model", type=int, required=True, help="E, the model width")
+    flops.add_argument("--heads", type=int, required=True, help="H, attention heads")
+    flops.add_argument("--ffn", type=int, required=True, help="F, the FFN width")
+    flops.add_argument("--seq-len", type=int, required=True, help="T, tokens")
+    flops.add_argument("--batch", type=int, default=1, help="B (default 1)")
+    flops.add_argument("--attention", choices=("softmax", "linear"), default="softmax")
+    flops.add_argument("--no-xla", action="store_true", help="skip compiling the layer")
+    flops.add_argument("--json", action="store_true", help="print one JSON object")
+    flops.set_defaults(func=_flops)
     return parser
 
 

@@ -155,3 +155,31 @@ def test_scan_loops_are_flagged_not_miscounted():
     chunked = xla_flops(lambda q: linear_attention(q, q, q, causal=True, mode="chunked"), q)
     assert chunked.reliable, chunked.reason  # prefix sums, no loop
     assert hlo_while_loops("%w = (s32[]) while(%t), body=%b") == (("w", None),)
+
+
+def test_cli_flops_json_for_bert_base(capsys):
+    import json
+
+    from jaxformer.cli import main
+
+    n, d_model = 256, 768
+    assert main(["flops", "--d-model", "768", "--heads", "12", "--ffn", "3072", "--seq-len",
+                 str(n), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["analytic_flops"] == 2 * (12 * n * d_model**2 + 2 * n**2 * d_model)
+    assert out["crossover"] == {"attention_exceeds_ffn": 1536.0, "quadratic_dominates": 4608.0}
+    assert out["xla_reliable"] is True
+    assert abs(out["xla_flops"] / out["analytic_with_elementwise"] - 1) <= BAND
+    assert main(["flops", "--d-model", "64", "--heads", "4", "--ffn", "256", "--seq-len", "32",
+                 "--attention", "linear", "--no-xla"]) == 0
+    text = capsys.readouterr().out
+    assert "linear_state" in text and "linear_cheaper_than_softmax: n > 16" in text
+
+
+def test_cli_flops_bad_shape(capsys):
+    from jaxformer.cli import main
+
+    assert main(["flops", "--d-model", "100", "--heads", "12", "--ffn", "400", "--seq-len", "8"]) == 2
+    assert "--d-model 100 must be divisible by --heads 12" in capsys.readouterr().err
+    assert main(["flops", "--d-model", "64", "--heads", "4", "--ffn", "256", "--seq-len", "0"]) == 2
+    assert "--seq-len must be >= 1, got 0" in capsys.readouterr().err
