@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import (Column, format_table, prepare_jax, prepare_torch, time_interleaved,
+from benchmarks.harness import (Column, bench_main, prepare_jax, prepare_torch, time_interleaved,
                                 write_report)
 
 NAME = "encoder_forward"
@@ -250,18 +249,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smallest shape per config only")
-    parser.add_argument("--out", default="results", help="results root (default: results)")
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    args = parser.parse_args(argv)
-    rows = run(quick=args.quick, configs=args.configs)
-    print(format_table(rows, COLUMNS))
-    command = "python -m benchmarks.bench_encoder " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    for path in write(rows, out_dir=args.out, command=command.strip()):
-        print(path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    bench_main("benchmarks.bench_encoder", doc=__doc__, run=run, write=write, columns=COLUMNS,
+               quick_help='smallest shape per config only', argv=argv, add_arguments=_add_arguments)
 
 
 if __name__ == "__main__":

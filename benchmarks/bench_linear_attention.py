@@ -19,9 +19,7 @@ and scan each within 1.5× of the better of the two) is reported, never asserted
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.harness import (Column, Prepared, Timing, format_table, time_interleaved,
+from benchmarks.harness import (Column, Prepared, Timing, bench_main, time_interleaved,
                                 write_report)
 from jaxformer.linear_attention import LinearState, auto_mode, linear_attention, step
 
@@ -471,16 +469,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n ≤ 2048 non-causal, small budgets")
-    parser.add_argument("--out", default="results", help="results root (default: results)")
-    args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
-    print(format_table(rows, COLUMNS))
-    command = "python -m benchmarks.bench_linear_attention " + " ".join(
-        sys.argv[1:] if argv is None else argv)
-    for path in write(rows, out_dir=args.out, command=command.strip()):
-        print(path)
+    bench_main("benchmarks.bench_linear_attention", doc=__doc__, run=run, write=write, columns=COLUMNS,
+               quick_help='n ≤ 2048 non-causal, small budgets', argv=argv)
 
 
 if __name__ == "__main__":

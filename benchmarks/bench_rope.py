@@ -17,10 +17,8 @@ comparison is known to be apples to apples). Goals are reported, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import (Column, Prepared, format_table, prepare_jax, time_interleaved,
+from benchmarks.harness import (Column, Prepared, bench_main, prepare_jax, time_interleaved,
                                 write_report)
 
 NAME = "rope_apply"
@@ -501,15 +499,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes only")
-    parser.add_argument("--out", default="results", help="results root (default: results)")
-    args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
-    print(format_table(rows, COLUMNS))
-    command = "python -m benchmarks.bench_rope " + " ".join(sys.argv[1:] if argv is None else argv)
-    for path in write(rows, out_dir=args.out, command=command.strip()):
-        print(path)
+    bench_main("benchmarks.bench_rope", doc=__doc__, run=run, write=write, columns=COLUMNS,
+               quick_help='small shapes only', argv=argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the command that reproduces it).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as _dt
 import importlib.metadata
@@ -19,6 +20,7 @@ import os
 import platform as _platform
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -399,3 +401,24 @@ def write_report(name: str, rows: Sequence[Mapping[str, Any]], *, columns: Seque
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes_list]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path
+
+
+def bench_main(module: str, *, doc: str, run: Callable[..., list[dict[str, Any]]],
+               write: Callable[..., Any], columns: Sequence[Column], quick_help: str,
+               argv: Sequence[str] | None = None,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The command line every benchmark module shares: ``--quick``, ``--out`` (plus whatever
+    `add_arguments` adds, passed to `run` by name); prints the table, writes the report with the
+    exact command that reproduces it, and prints the paths."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default="results", help="results root (default: results)")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    rows = run(**args)
+    print(format_table(rows, columns))
+    command = f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+    for path in write(rows, out_dir=out, command=command.strip()):
+        print(path)

@@ -79,10 +79,6 @@ def init_state(batch: int, heads: int, feature_dim: int, value_dim: int, *,
                        jnp.zeros((batch, heads, feature_dim), dtype))
 
 
-def accumulation_dtype(dtype: DTypeLike) -> jnp.dtype:
-    """fp32 for bf16/fp16/fp32 inputs, float64 for float64 ones."""
-    return compute_dtype(dtype)
-
 
 def auto_mode(*, causal: bool, length: int, platform: str | None = None) -> str:
     """The mode ``mode="auto"`` runs.
@@ -393,7 +389,7 @@ def linear_attention(
         change = jnp.concatenate([jnp.zeros((b, 1), jnp.int32),
                                   (segment_ids[:, 1:] != segment_ids[:, :-1]).astype(jnp.int32)], axis=1)
         doc = jnp.cumsum(change, axis=1)
-    acc = accumulation_dtype(v.dtype)
+    acc = compute_dtype(v.dtype)  # fp32, or float64 for float64 inputs
     if initial_state is None:
         c0 = init_state(b, h, f, kdim, dtype=acc)
     else:

@@ -64,3 +64,10 @@ def test_token_cross_entropy_matches_numpy():
     loss, acc = token_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
     np.testing.assert_allclose(float(loss), want, rtol=1e-6)
     np.testing.assert_allclose(float(acc), ((logits.argmax(-1) == labels) * weights).sum() / weights.sum())
+
+
+def test_cross_entropy_with_no_target_is_zero_not_nan():
+    # An MLM batch can pick no token at all; the loss must not poison the step with NaN.
+    loss, acc = token_cross_entropy(jnp.zeros((1, 3, 5)), jnp.zeros((1, 3), jnp.int32),
+                                    jnp.zeros((1, 3)))
+    assert float(loss) == 0.0 and float(acc) == 0.0

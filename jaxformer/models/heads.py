@@ -84,7 +84,8 @@ def classification_loss(
       logits: ``[B, C]`` unnormalised scores (any float dtype; the loss is taken in fp32).
       labels: ``[B]`` class ids in ``[0, C)``.
       weights: optional ``[B]`` per-example weights (e.g. 0 for padding rows of an eval
-        batch); both numbers are then weighted means ``sum(w x) / sum(w)``.
+        batch); both numbers are then weighted means ``sum(w x) / sum(w)`` (0 when every
+        weight is 0).
 
     Returns:
       ``(loss, accuracy)``, two fp32 scalars.
@@ -111,4 +112,5 @@ def classification_loss(
         return jnp.mean(nll), jnp.mean(correct)
     w = weights.astype(jnp.float32)
     total = jnp.sum(w)
+    total = jnp.where(total > 0, total, jnp.float32(1))  # all weights 0 (no target): 0, not NaN
     return jnp.sum(w * nll) / total, jnp.sum(w * correct) / total

@@ -14,16 +14,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray
 
+from jaxformer.models.heads import classification_loss
+
 
 def token_cross_entropy(
     logits: Float[Array, "B T V"], labels: Integer[Array, "B T"], weights: Float[Array, "B T"]
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """Weighted mean cross-entropy (fp32 log-softmax) and accuracy over positions with weight."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-    total = jnp.maximum(jnp.sum(weights), jnp.float32(1))
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return jnp.sum(nll * weights) / total, jnp.sum(correct * weights) / total
+    """Weighted mean cross-entropy (fp32) and accuracy over the positions with weight:
+    `classification_loss` over the ``B·T`` tokens."""
+    b, t, v = logits.shape
+    return classification_loss(logits.reshape(b * t, v), labels.reshape(b * t),
+                               weights=weights.reshape(b * t))
 
 
 def mask_tokens(
