@@ -28,7 +28,7 @@ test: $(STAMP)
 	NNX_GRAPH_MODE=false $(PY) -m pytest -q $(PYTEST_ARGS) $(TREE_MODE_TESTS)
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run
+	$(VENV)/bin/jaxformer bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

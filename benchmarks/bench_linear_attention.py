@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.harness import (Column, Prepared, Timing, bench_main, time_interleaved,
-                                write_report)
+from benchmarks.harness import (Column, Prepared, Timing, bench_main, temp_bytes,
+                                time_interleaved, write_report)
 from jaxformer.linear_attention import LinearState, auto_mode, linear_attention, step
 
 NAME = "linear_attention"
@@ -158,17 +158,6 @@ def _mib(nbytes: int | None) -> float | None:
 # --------------------------------------------------------------------------- compiling
 
 
-def _temp_bytes(compiled: Any) -> int | None:
-    """`temp_size_in_bytes` of a compiled executable, or None where the backend has no analysis."""
-    try:
-        ma = compiled.memory_analysis()
-    except (NotImplementedError, RuntimeError):  # jaxlib raises XlaRuntimeError (RuntimeError)
-        return None
-    if isinstance(ma, list | tuple):  # older jax: one entry per device
-        ma = ma[0] if ma else None
-    return None if ma is None else getattr(ma, "temp_size_in_bytes", None)
-
-
 def _compile(fn: Callable[..., Any], *args: Any, donate_argnums: tuple[int, ...] = ()
              ) -> tuple[Any, float, float, int | None]:
     """Like `harness.prepare_jax` (a fresh wrapper, so every case pays the real compile), but it
@@ -182,7 +171,7 @@ def _compile(fn: Callable[..., Any], *args: Any, donate_argnums: tuple[int, ...]
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    return compiled, t1 - t0, t2 - t1, _temp_bytes(compiled)
+    return compiled, t1 - t0, t2 - t1, temp_bytes(compiled)
 
 
 def _prepare(fn: Callable[..., Any], *args: Any) -> tuple[Prepared, int | None]:

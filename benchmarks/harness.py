@@ -29,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxformer.flops import xla_cost
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Distribution names whose versions go into every report; torch/transformers are optional
@@ -146,6 +148,8 @@ class Timing:
     times_s: tuple[float, ...]
     lower_s: float | None = None
     compile_s: float | None = None
+    # XLA's temporary buffer bytes for one call (`memory_analysis()`), None where not reported.
+    temp_bytes: int | None = None
     # The last call's result, so callers can check correctness without a second compile.
     output: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -170,7 +174,8 @@ class Timing:
         return float(min(self.times_s))
 
     def as_dict(self) -> dict[str, Any]:
-        keys = ("median_s", "p25_s", "p75_s", "iqr_s", "min_s", "times_s", "lower_s", "compile_s")
+        keys = ("median_s", "p25_s", "p75_s", "iqr_s", "min_s", "times_s", "lower_s", "compile_s",
+                "temp_bytes")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -181,6 +186,22 @@ class Prepared:
     call: Callable[[], Any]
     lower_s: float | None = None
     compile_s: float | None = None
+    temp_bytes: int | None = None
+    # XLA's compiled FLOP count (`jaxformer.flops.xla_cost`); None for torch callables.
+    xla: Any = None
+
+
+def temp_bytes(compiled: Any) -> int | None:
+    """``compiled.memory_analysis().temp_size_in_bytes``, or None where the backend has none
+    (the method may be missing, return None, or raise on some platforms and JAX versions)."""
+    try:
+        analysis = compiled.memory_analysis()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+    if isinstance(analysis, list | tuple):  # older jax: one entry per device
+        analysis = analysis[0] if analysis else None
+    value = getattr(analysis, "temp_size_in_bytes", None)
+    return None if value is None or value < 0 else int(value)
 
 
 def prepare_jax(fn: Callable[..., Any], *args: Any) -> Prepared:
@@ -203,7 +224,8 @@ def prepare_jax(fn: Callable[..., Any], *args: Any) -> Prepared:
         # jax dispatch is asynchronous: without blocking we would time only the enqueue.
         return jax.block_until_ready(compiled(*args))
 
-    return Prepared(call, lower_s=t1 - t0, compile_s=t2 - t1)
+    return Prepared(call, lower_s=t1 - t0, compile_s=t2 - t1, temp_bytes=temp_bytes(compiled),
+                    xla=xla_cost(compiled))
 
 
 def prepare_torch(fn: Callable[..., Any], *args: Any) -> Prepared:
@@ -223,7 +245,7 @@ def prepare_torch(fn: Callable[..., Any], *args: Any) -> Prepared:
 
 
 def time_interleaved(calls: Mapping[str, Prepared], *, warmup: int = 2, repeats: int = 7,
-                     budget_s: float | None = None, min_repeats: int = 3) -> dict[str, Timing]:
+                     budget_s: float | None = None, min_repeats: int = 5) -> dict[str, Timing]:
     """Time several callables round-robin (a, b, c, a, b, c, ...) and return one Timing each.
 
     Interleaving is what makes a comparison fair on a shared or thermally drifting machine: a
@@ -256,13 +278,13 @@ def time_interleaved(calls: Mapping[str, Prepared], *, warmup: int = 2, repeats:
             break
     return {
         name: Timing(times_s=tuple(times[name]), lower_s=p.lower_s, compile_s=p.compile_s,
-                     output=outs[name])
+                     temp_bytes=p.temp_bytes, output=outs[name])
         for name, p in calls.items()
     }
 
 
 def time_jax(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7,
-             budget_s: float | None = None, min_repeats: int = 3) -> Timing:
+             budget_s: float | None = None, min_repeats: int = 5) -> Timing:
     """Time `jax.jit(fn)(*args)`: lowering and XLA compilation are kept out of the steady-state
     numbers but reported separately (compile time matters to users too)."""
     return time_interleaved({"jax": prepare_jax(fn, *args)}, warmup=warmup, repeats=repeats,
@@ -270,7 +292,7 @@ def time_jax(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int =
 
 
 def time_torch(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7,
-               budget_s: float | None = None, min_repeats: int = 3) -> Timing:
+               budget_s: float | None = None, min_repeats: int = 5) -> Timing:
     """Time `fn(*args)` under `torch.inference_mode()`, same statistics as `time_jax`."""
     return time_interleaved({"torch": prepare_torch(fn, *args)}, warmup=warmup, repeats=repeats,
                             budget_s=budget_s, min_repeats=min_repeats)["torch"]
@@ -331,16 +353,16 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -
     return "\n".join(out)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     # Strict JSON has no NaN/inf and no numpy scalars; convert rather than emit invalid JSON.
     if isinstance(obj, Timing):
-        return _jsonable(obj.as_dict())
+        return jsonable(obj.as_dict())
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -392,7 +414,7 @@ def write_report(name: str, rows: Sequence[Mapping[str, Any]], *, columns: Seque
     payload = {"name": name, "title": title, "command": command, "environment": env,
                "columns": [list(_column_key_header(c)) for c in columns], "notes": notes_list,
                "rows": list(rows)}
-    json_path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+    json_path.write_text(json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n")
 
     md_path = folder / f"{name}.md"
     lines = [f"Reproduce with: `{command}`", "", environment_summary(env, dtypes), "",

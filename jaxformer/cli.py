@@ -12,6 +12,11 @@ reads UTF-8 sentences, one per line (standard input, or --input FILE), and write
 prints one layer's forward FLOPs per operation (`jaxformer.flops`, 2 per multiply-add), XLA's
 compiled count of the same layer (`xla_flops`) and post 8610's crossover lengths.
 
+    jaxformer bench [--suite quick|full] [--out results] [--only SECTION ...] [--dtype DTYPE]
+
+runs the benchmark suite (`benchmarks/suite.py`; `make bench`): writes
+``results/<device>/bench.json``, ``report.md`` and PNGs, and prints the tables and the goals.
+
 Errors (a bad model directory, empty input, a bad shape, ...) print one clear line to stderr and
 exit with status 2.
 """
@@ -197,10 +202,37 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--no-xla", action="store_true", help="skip compiling the layer")
     flops.add_argument("--json", action="store_true", help="print one JSON object")
     flops.set_defaults(func=_flops)
+    sub.add_parser("bench", add_help=False,
+                   help="the benchmark suite, what `make bench` runs (see `jaxformer bench --help`)")
     return parser
 
 
+def _bench(argv: list[str]) -> int:
+    # The suite lives in the repository's top-level `benchmarks/` package (it imports torch for
+    # its baselines, which nothing under jaxformer/ may); `pip install -e .` installs both.
+    try:
+        from benchmarks import suite
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("benchmarks"):
+            raise
+        print("jaxformer bench: error: the benchmark suite (package `benchmarks`, in the "
+              "repository next to jaxformer/) is not importable; install jaxformer from a clone "
+              "with `pip install -e .` or run `python -m benchmarks.suite` from its root",
+              file=sys.stderr)
+        return 2
+    try:
+        suite.main(argv)
+    except ValueError as err:
+        print(f"jaxformer bench: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Its options belong to benchmarks.suite (so `jaxformer bench --help` is the suite's).
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -31,13 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxformer.functional import compute_dtype
+
 FeatureFn = Callable[[Array], Array]
-
-
-def compute_dtype(dtype: object) -> jnp.dtype:
-    """fp32 for bf16/fp16/fp32, float64 for float64: the precision maps and sums run in.
-    (Not `jnp.promote_types`, which refuses float64 + float32 under strict promotion.)"""
-    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
 def _fp32(fn: Callable[[Array], Array]) -> FeatureFn:

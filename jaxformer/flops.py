@@ -257,10 +257,14 @@ def hlo_while_loops(hlo_text: str) -> tuple[tuple[str, int | None], ...]:
     return tuple(loops)
 
 
-def xla_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> XlaCost:
-    """Compile ``jax.jit(fn)`` for ``args`` and read its FLOP count, flagging loops."""
-    compiled = jax.jit(fn).lower(*args, **kwargs).compile()
-    flops = parse_cost_analysis(compiled.cost_analysis())
+def xla_cost(compiled: Any) -> XlaCost:
+    """Read the FLOP count of an already compiled executable (``jit(f).lower(...).compile()``),
+    flagging while loops; no recompilation."""
+    try:
+        raw = compiled.cost_analysis()
+    except (NotImplementedError, RuntimeError):  # some backends raise instead of returning None
+        raw = None
+    flops = parse_cost_analysis(raw)
     loops = hlo_while_loops(compiled.as_text() or "")
     reasons = []
     if flops is None:
@@ -271,3 +275,6 @@ def xla_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> XlaCost:
     return XlaCost(flops, loops, not reasons, "; ".join(reasons))
 
 
+def xla_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> XlaCost:
+    """Compile ``jax.jit(fn)`` for ``args`` and read its FLOP count, flagging loops."""
+    return xla_cost(jax.jit(fn).lower(*args, **kwargs).compile())

@@ -101,7 +101,7 @@ def test_write_report_json_and_markdown(tmp_path) -> None:
          "nan": None, "timing": None},
     ]
     columns = [("config", "config"), ("ms", "time ms"), "ratio", ("ok", "goal met")]
-    command = "python -m benchmarks.run --quick"
+    command = "jaxformer bench --suite quick"
     json_path, md_path = write_report("demo", rows, columns=columns, title="Demo",
                                       command=command, notes=["a note"], out_dir=tmp_path)
     assert json_path.parent == tmp_path / device_slug()
@@ -133,18 +133,36 @@ def test_format_table_alignment_and_escaping() -> None:
     assert all(line.replace("\\|", "").count("|") == 3 for line in lines)
 
 
-def test_bench_encoder_quick_tiny_matches_hf() -> None:
+def test_bench_model_tiny_forward_and_train_against_hf() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from benchmarks import bench_encoder
+    from benchmarks import bench_model
 
-    rows = bench_encoder.run(quick=True, configs=("tiny",), budget_s=0.0, sdpa=True)
-    assert [(r["batch"], r["seq"], r["mask"]) for r in rows] == [(8, 128, "ones"),
-                                                                  (8, 128, "padded")]
+    peak = 1e11  # an arbitrary peak: MFU must be FLOPs / time / peak, whatever the machine
+    rows = bench_model.run(cases=[("forward", "tiny", 2, 16), ("train", "tiny", 2, 16)],
+                           budget_s=0.0, peak=peak)
+    fwd, train = rows
+    # Identical weights must give the same hidden states (correctness, not speed).
+    assert fwd["max_abs_diff"] < 1e-4, fwd
+    assert fwd["torch_eager_ms"] > 0 and fwd["torch_sdpa_ms"] > 0 and train["torch_sdpa_ms"] > 0
+    cfg = bench_model._config("tiny", 16)
+    e, f, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    # Closed form of the kit convention: 2·(4·T·E² + 2·T·E·F + 2·T²·E) per layer and sequence.
+    forward_flops = layers * 2 * 2 * (4 * 16 * e * e + 2 * 16 * e * f + 2 * 16 * 16 * e)
+    assert fwd["analytic_flops"] == forward_flops
+    assert train["analytic_flops"] == 3 * forward_flops
     for row in rows:
-        # Correctness, not speed: identical weights must give the same hidden states.
-        assert row["max_abs_diff"] < 1e-4, row
-        assert row["jax_ms"] > 0 and row["torch_eager_ms"] > 0
-        assert isinstance(row["goal_met"], bool)
-    text = format_table(rows, bench_encoder.COLUMNS)
-    assert "goal ≥1.2 met" in text
+        assert len(row["timing"]["jax"].times_s) >= 5  # issue 5: median of at least 5 runs
+        assert row["mfu"] == pytest.approx(row["analytic_flops"] / (row["jax_ms"] / 1e3) / peak)
+        assert row["jax_temp_mib"] is not None and row["jax_temp_mib"] >= 0
+        assert row["jax_compile_s"] > 0
+    # P3 at model level: XLA agrees with analytic matmul + elementwise FLOPs once the tiny
+    # config's 128-row embedding gather is counted as XLA:CPU compiles it, a one-hot matmul
+    # (2·B·T·V·E; BERT-base's 30522-row table stays a gather, and there the ratio is 1.0006).
+    one_hot = 2 * 2 * 16 * cfg.vocab_size * e
+    want = fwd["analytic_flops"] + fwd["analytic_elementwise_flops"] + one_hot
+    assert fwd["xla_reliable"] and abs(fwd["xla_flops"] / want - 1) < 0.02
+    # A fresh 2-class head starts near chance: the loss is ~ln 2 in both libraries.
+    assert abs(train["jax_loss"] - 0.693) < 0.1 and abs(train["torch_loss"] - 0.693) < 0.1
+    text = format_table(rows, bench_model.COLUMNS)
+    assert "MFU" in text and "sdpa/jax" in text

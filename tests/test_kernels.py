@@ -113,3 +113,50 @@ def test_dense_matches_numpy():
     x, w, b = rng.normal(size=(2, 3, 5)), rng.normal(size=(5, 7)), rng.normal(size=(7,))
     got = F.dense(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32))
     np.testing.assert_allclose(np.asarray(got, np.float64), x @ w + b, atol=ATOL)
+
+
+@pytest.mark.parametrize("tile", [64, 128])
+def test_query_tiles_equal_one_pass(tile):
+    """Tiled queries (`lax.map` over W-row tiles) give one pass's outputs, gradients and,
+    with dropout, the very same masks (each weight is hashed at its index in [B, H, T, S])."""
+    from jaxformer.attention import softmax_attention
+
+    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 256, 3, 8))
+    lengths = jnp.array([256, 200])
+    key_mask = padding_mask((jnp.arange(256)[None, :] < lengths[:, None]).astype(jnp.int32))
+    for mask in (key_mask, key_mask & causal_mask(256)):  # without and with a query axis
+        kwargs = dict(mask=mask, dropout_rate=0.2, key=jax.random.key(5), deterministic=False)
+        one = softmax_attention(q, k, v, query_tile=None, **kwargs)
+        tiled = softmax_attention(q, k, v, query_tile=tile, **kwargs)
+        np.testing.assert_allclose(np.asarray(tiled), np.asarray(one), atol=1e-6, rtol=1e-6)
+        grad = lambda t: jax.grad(  # noqa: E731
+            lambda q: jnp.sum(softmax_attention(q, k, v, query_tile=t, **kwargs) ** 2))(q)
+        np.testing.assert_allclose(np.asarray(grad(tile)), np.asarray(grad(None)), atol=1e-5)
+
+
+def test_query_tile_policy_and_errors():
+    from jaxformer.attention import AUTO_TILE_FROM, QUERY_TILE, resolve_query_tile
+
+    on_cpu = jax.default_backend() == "cpu"
+    assert resolve_query_tile("auto", AUTO_TILE_FROM) == (QUERY_TILE if on_cpu else None)
+    assert resolve_query_tile("auto", AUTO_TILE_FROM // 2) is None
+    assert resolve_query_tile("auto", AUTO_TILE_FROM + 1) is None  # W must divide T
+    assert resolve_query_tile(512, 512) is None and resolve_query_tile(None, 4096) is None
+    with pytest.raises(ValueError, match="query_tile=100 must divide the number of queries T=256"):
+        resolve_query_tile(100, 256)
+    for bad in (0, True, "big"):
+        with pytest.raises(ValueError, match="query_tile must be 'auto', None or an int >= 1"):
+            resolve_query_tile(bad, 256)
+
+
+def test_deferred_normalisation_survives_fp16_sums():
+    """The unnormalised sum over S keys (here 4096 x 20 = 81920) exceeds fp16's 65504: it is
+    accumulated and divided in fp32, so the output is the exact mean, 20."""
+    from jaxformer.attention import softmax_attention
+
+    q = jnp.zeros((1, 4, 1, 8), jnp.float16)  # equal scores: uniform weights
+    k = jnp.zeros((1, 4096, 1, 8), jnp.float16)
+    v = jnp.full((1, 4096, 1, 8), 20.0, jnp.float16)
+    out = softmax_attention(q, k, v)
+    assert out.dtype == jnp.float16
+    np.testing.assert_array_equal(np.asarray(out, np.float32), 20.0)

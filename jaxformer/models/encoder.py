@@ -113,7 +113,10 @@ def check_token_inputs(
     for name, arr, limit in ranged:
         if arr is None or not _is_concrete(arr) or arr.size == 0:
             continue
-        lo, hi = int(np.min(arr)), int(np.max(arr))
+        # np.asarray first: a concrete array closed over by a jitted function would otherwise
+        # dispatch np.min to jnp and come back as a tracer.
+        values = np.asarray(arr)
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= limit:
             raise ValueError(f"{name} must lie in [0, {limit}), got values in [{lo}, {hi}]")
 
