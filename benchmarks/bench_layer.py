@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import (Column, Timing, bench_main, prepare_jax, time_interleaved,
-                                write_report)
+from benchmarks.harness import (Column, Timing, bench_main, prepare_jax, save_figure,
+                                time_interleaved, write_report)
 from jaxformer.attention import softmax_attention
 from jaxformer.flops import LayerShape, crossover_lengths, layer_flops
 from jaxformer.linear_attention import linear_attention
@@ -401,11 +401,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("n (tokens)")
         ax.set_ylabel("ratio A / B (>1: B is cheaper)")
         ax.legend(fontsize=7)
-    fig.suptitle(TITLE, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title=TITLE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

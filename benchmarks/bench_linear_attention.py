@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.harness import (Column, Prepared, Timing, bench_main, temp_bytes,
+from benchmarks.harness import (Column, Prepared, Timing, bench_main, save_figure, temp_bytes,
                                 time_interleaved, write_report)
 from jaxformer.linear_attention import LinearState, auto_mode, linear_attention, step
 
@@ -450,11 +450,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("µs per token (median)")
         ax.legend(fontsize=7)
     ax.set_title(f"§{SECTIONS[2]}: time ratio, cache vs state memory labelled", fontsize=9)
-    fig.suptitle(TITLE, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title=TITLE)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import (Column, Prepared, bench_main, prepare_jax, prepare_torch,
-                                temp_bytes, time_interleaved, write_report)
+                                save_figure, temp_bytes, time_interleaved, write_report)
 from jaxformer.flops import LayerShape, layer_flops, xla_cost
 
 NAME = "model"
@@ -378,10 +378,7 @@ def plot_mfu(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("MFU % (analytic matmul FLOPs / time / peak)")
     ax.set_title(f"{TITLE} ({rows[0]['dtype'] if rows else ''})", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

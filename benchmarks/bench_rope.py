@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import (Column, Prepared, bench_main, prepare_jax, time_interleaved,
-                                write_report)
+from benchmarks.harness import (Column, Prepared, bench_main, prepare_jax, save_figure,
+                                time_interleaved, write_report)
 
 NAME = "rope_apply"
 TITLE = ("RoPE apply (1D and 2D): jaxformer.rope vs dense rotation matrices and a fused "
@@ -492,10 +492,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{dtype}: dense/kit labelled", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(TITLE, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -425,6 +425,18 @@ def write_report(name: str, rows: Sequence[Mapping[str, Any]], *, columns: Seque
     return json_path, md_path
 
 
+def save_figure(fig: Any, path: Path, *, title: str | None = None) -> Path:
+    """Title (optional), tight layout, write a 120-dpi PNG, close the figure; returns `path`."""
+    import matplotlib.pyplot as plt
+
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def bench_main(module: str, *, doc: str, run: Callable[..., list[dict[str, Any]]],
                write: Callable[..., Any], columns: Sequence[Column], quick_help: str,
                argv: Sequence[str] | None = None,
