@@ -6,6 +6,7 @@ Imports flow one way: `train` may import `models`, the kernels and `io`; nothing
 
 from jaxformer.train.checkpoint import Checkpointer, finalized_steps
 from jaxformer.train.finetune import FinetuneConfig, FinetuneResult, classifier_loss, finetune
+from jaxformer.train.linear_probe import accuracy, fit_gradient_descent, fit_lbfgs, log_loss
 from jaxformer.train.optim import adamw, decay_mask, warmup_linear_schedule
 from jaxformer.train.step import (
     TrainState,
@@ -21,13 +22,17 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "TrainState",
+    "accuracy",
     "adamw",
     "classifier_loss",
     "data_shardings",
     "decay_mask",
     "finalized_steps",
     "finetune",
+    "fit_gradient_descent",
+    "fit_lbfgs",
     "init_train_state",
+    "log_loss",
     "make_eval_step",
     "make_train_step",
     "merge_model",
