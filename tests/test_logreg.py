@@ -193,3 +193,17 @@ def test_more_features_than_examples_warns_and_shrinks():
         explicit = fit_analytic(jnp.asarray(x), jnp.asarray(y), shrinkage="ledoit-wolf")
     assert np.all(np.isfinite(np.asarray(model.coef)))
     np.testing.assert_allclose(np.asarray(model.coef), np.asarray(explicit.coef))
+
+
+def test_constant_features_warn_and_shrink():
+    """N − C ≥ E but a constant column makes Σ singular: the solve would return NaN, so the fit
+    warns and falls back to Ledoit–Wolf (digits has such pixels; standardised they are 0)."""
+    x, y = data("iris")
+    x = np.concatenate([x, np.zeros((len(y), 1))], axis=1)  # a constant feature
+    with jax.enable_x64(True):
+        with pytest.warns(RuntimeWarning, match=r"singular \(constant or collinear"):
+            model = fit_analytic(jnp.asarray(x), jnp.asarray(y))
+        explicit = fit_analytic(jnp.asarray(x), jnp.asarray(y), shrinkage="ledoit-wolf")
+        acc = float(np.mean(np.asarray(model.predict(jnp.asarray(x))) == y))
+    assert np.all(np.isfinite(np.asarray(model.coef))) and acc > 0.9
+    np.testing.assert_allclose(np.asarray(model.coef), np.asarray(explicit.coef))
