@@ -15,6 +15,8 @@ Sections (module, what it measures):
 - ``rope`` (`benchmarks.bench_rope`): RoPE apply, 1D and 2D.
 - ``linear_causal`` (`benchmarks.bench_linear_attention`): causal linear attention, modes
   chunked / scan / quadratic vs causal softmax.
+- ``logreg`` (`benchmarks.bench_logreg`): the closed-form logistic regression's fit time against
+  scikit-learn's LR and LDA and optax gradient descent, and streaming memory (goal P6).
 
 ``quick`` (the default) fits in 5 minutes on 2 CPU cores; ``full`` has more shapes and longer
 budgets and is meant for a GPU or TPU. On an accelerator the model section uses its larger
@@ -69,6 +71,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("flops", "benchmarks.bench_flops", _run_plain, None),
     Section("rope", "benchmarks.bench_rope", _run_plain, "plot"),
     Section("linear_causal", "benchmarks.bench_linear_attention", _run_linear_causal, "plot"),
+    Section("logreg", "benchmarks.bench_logreg", _run_plain, "plot"),
 )
 SECTION_NAMES = tuple(s.name for s in SECTIONS)
 
@@ -88,7 +91,8 @@ def _command(suite: str, out: str, only: Sequence[str] | None, dtype: str) -> st
 
 
 def goals(sections: dict[str, list[dict[str, Any]]], *, platform: str) -> list[dict[str, Any]]:
-    """The goal rows of issue 5 (P1, P2, P3) from the section rows; reported, never asserted."""
+    """The goal rows of issue 5 (P1, P2, P3) and of the analytic logistic regression issue (P6)
+    from the section rows; reported, never asserted."""
     out: list[dict[str, Any]] = []
     model = sections.get("model", [])
     base = [r for r in model if r["config"] == "bert_base"]
@@ -133,6 +137,22 @@ def goals(sections: dict[str, list[dict[str, Any]]], *, platform: str) -> list[d
                         f"T={r['seq']}", "measured": f"{r['xla_ratio']:.4f}",
                         "value": r["xla_ratio"], "target": "within ±2%",
                         "met": abs(r["xla_ratio"] - 1) <= 0.02})
+    # P6, per d at the largest n run (quick: 1e4 at d=64, 2e4 at d=768): the jitted analytic fit
+    # against scikit-learn, accuracy within 1 point (better is fine), and against XᵀX alone.
+    fits = [r for r in sections.get("logreg", [])
+            if r.get("section") == "fit" and r.get("speedup_lr") is not None]
+    for d in sorted({r["d"] for r in fits}):
+        r = max((r for r in fits if r["d"] == d), key=lambda r: r["n"])
+        case = f"n={r['n']:,} d={d} C={r['classes']}"
+        for key, label, target in (("lr", "LR(lbfgs)", 5.0), ("lda", "LDA(lsqr)", 3.0)):
+            speedup, gap = r[f"speedup_{key}"], r[f"gap_{key}_pts"]
+            out.append({"goal": f"P6 analytic vs sklearn {label}", "case": case,
+                        "measured": f"{speedup:.1f}× faster, accuracy {gap:+.1f} pt",
+                        "value": speedup, "target": f"≥ {target:g}×, accuracy ≥ −1 pt",
+                        "met": speedup >= target and gap >= -1.0})
+        out.append({"goal": "P6 analytic ÷ XᵀX", "case": case,
+                    "measured": f"{r['xtx_ratio']:.2f}×", "value": r["xtx_ratio"],
+                    "target": "≤ 1.5×", "met": r["xtx_ratio"] <= 1.5})
     return out
 
 
@@ -224,7 +244,7 @@ def render_report(payload: dict[str, Any], meta: dict[str, dict[str, Any]]) -> s
              environment_summary(payload["environment"], dtypes), "",
              _peak_line(payload["peak"]), "",
              f"Suite `{payload['suite']}`, total wall time {payload['total_s']:.0f} s.", "",
-             "## Goals (issue 5; reported, not asserted)", "",
+             "## Goals (reported, not asserted: P1-P3 issue 5, P6 issue 6)", "",
              format_table(payload["goals"], GOAL_COLUMNS) if payload["goals"] else "(no goal rows)"]
     for name, section in payload["sections"].items():
         lines += ["", f"## {name}: {section['title']}", "",

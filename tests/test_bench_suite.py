@@ -58,6 +58,42 @@ def test_goals_from_rows():
     assert not [r for r in gpu if r["goal"].startswith("P2")][0]["met"]
 
 
+def _logreg_row(n, d, speedup_lr, speedup_lda, gap_lr, gap_lda, xtx_ratio):
+    return {"section": "fit", "n": n, "d": d, "classes": 10, "dtype": "float32",
+            "speedup_lr": speedup_lr, "speedup_lda": speedup_lda, "gap_lr_pts": gap_lr,
+            "gap_lda_pts": gap_lda, "xtx_ratio": xtx_ratio}
+
+
+def test_p6_goals_from_logreg_rows():
+    sections = {"logreg": [
+        # d=64: judged at its largest n (10,000); the n=1,000 row would fail everything.
+        _logreg_row(1_000, 64, 1.0, 1.0, -20.0, -20.0, 9.0),
+        _logreg_row(10_000, 64, 40.0, 5.8, 0.8, 0.0, 1.02),
+        # d=768: judged at n=20,000: LR met (better accuracy is fine), LDA too slow, XᵀX over.
+        _logreg_row(10_000, 768, 9.0, 9.0, 0.0, 0.0, 1.0),
+        _logreg_row(20_000, 768, 5.8, 2.0, 6.1, 0.0, 1.6),
+        # Memory rows carry no goal.
+        {"section": "memory", "n": 100_000, "d": 768, "classes": 10, "dtype": "float32"},
+    ]}
+    rows = [r for r in suite.goals(sections, platform="cpu") if r["goal"].startswith("P6")]
+    assert [(r["goal"], r["case"]) for r in rows] == [
+        ("P6 analytic vs sklearn LR(lbfgs)", "n=10,000 d=64 C=10"),
+        ("P6 analytic vs sklearn LDA(lsqr)", "n=10,000 d=64 C=10"),
+        ("P6 analytic ÷ XᵀX", "n=10,000 d=64 C=10"),
+        ("P6 analytic vs sklearn LR(lbfgs)", "n=20,000 d=768 C=10"),
+        ("P6 analytic vs sklearn LDA(lsqr)", "n=20,000 d=768 C=10"),
+        ("P6 analytic ÷ XᵀX", "n=20,000 d=768 C=10"),
+    ]
+    assert [r["met"] for r in rows] == [True, True, True, True, False, False]
+    assert rows[3]["measured"] == "5.8× faster, accuracy +6.1 pt" and rows[3]["value"] == 5.8
+    assert rows[5]["measured"] == "1.60×" and rows[5]["target"] == "≤ 1.5×"
+    # Fast enough but more than 1 point less accurate: not met; the platform does not matter.
+    sections["logreg"][3]["gap_lr_pts"] = -1.5
+    gpu = [r for r in suite.goals(sections, platform="gpu") if r["goal"].startswith("P6")]
+    assert gpu[3]["met"] is False and gpu[3]["measured"] == "5.8× faster, accuracy -1.5 pt"
+    assert not [r for r in suite.goals({}, platform="cpu") if r["goal"].startswith("P6")]
+
+
 def test_run_suite_writes_json_markdown_and_goals(tmp_path, capsys):
     section = suite.Section(
         "flops", "benchmarks.bench_flops",

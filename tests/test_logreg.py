@@ -147,7 +147,8 @@ def test_jit_and_priors():
     tilted = fit_analytic(xf, yf, priors=priors)
     np.testing.assert_allclose(np.asarray(tilted.coef), np.asarray(eager.coef), rtol=1e-6)
     shift = np.asarray(tilted.intercept - eager.intercept)
-    np.testing.assert_allclose(shift, np.log([0.5, 0.25, 0.25]) - np.log([1 / 3] * 3), atol=1e-5)
+    # float32: the two intercepts (magnitude ~1e2) are each rounded to ~1e-5 before differencing.
+    np.testing.assert_allclose(shift, np.log([0.5, 0.25, 0.25]) - np.log([1 / 3] * 3), atol=1e-4)
 
 
 def test_bad_input():
