@@ -171,15 +171,13 @@ NOTES = (
     "4·(C + C·d + d² + 1 + d) bytes; 'update temp' = memory_analysis() of the jitted "
     "merge_stats ∘ batch_stats update (per batch, independent of n); µs/row includes drawing "
     "the batch (the JSON splits off the generator's time).",
-    "The statistics are constant in n, but the process's peak RSS still grows with n (in our "
-    "runs ~0, 25-95 and ~230 MiB at n = 1e4, 1e5, 1e6, where X would be 29, 293 and 2,930 MiB): "
-    "sublinear and far below X, but not flat. VmHWM can read ~0.2 MiB lower after than before "
-    "(the kernel updates the mark lazily). Two causes, found in a side experiment: "
-    "stream_stats never waits for an update, so the producer runs ahead and the "
-    "device copies of several batches are alive at once; and glibc's dynamic mmap threshold "
-    "keeps freed batch-sized buffers in the heap. With MALLOC_MMAP_THRESHOLD_=1000000 and a "
-    "block per batch the growth was ≤ 6.4 MiB for n = 1e5 ... 1e6; bounding the updates in "
-    "flight inside stream_stats would make it flat.",
+    "The statistics are constant in n. Before stream_stats waited for each update, the "
+    "process's peak RSS grew ~0, 25-95 and ~230 MiB at n = 1e4, 1e5, 1e6 (X would be 29, 293 "
+    "and 2,930 MiB): the producer ran ahead and several batches' device copies were alive at "
+    "once. Since the wait, growth from 1e5 to 1e6 is within a few MiB (the last line of these "
+    "notes has this run's numbers); what remains at small n is glibc's dynamic mmap threshold "
+    "keeping freed batch-sized buffers in the heap (MALLOC_MMAP_THRESHOLD_=1000000 removes "
+    "it). VmHWM can read ~0.2 MiB lower after than before (the kernel updates it lazily).",
 )
 
 
