@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import (device_slug, environment, format_table, jsonable,
-                                write_report)
+                                save_figure, write_report)
 from jaxformer.logreg import AnalyticModel, fit_analytic
 from jaxformer.train.linear_probe import accuracy, fit_gradient_descent
 
@@ -578,7 +578,6 @@ def r3_summary(verdicts: Sequence[dict[str, Any]]) -> list[str]:
 def write_outputs(result: dict[str, Any], cfg: Config, *, quick: bool, out: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     command = "python -m benchmarks.exp_analytic_logreg" + (" --quick" if quick else "")
     if not quick and len(cfg.seeds) != 5:
@@ -603,8 +602,7 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, quick: bool, out: str)
                  "small data)\n\n" + format_table(verdicts, VERDICT_COLUMNS) + "\n")
     fig = make_figure(rows)
     png = Path(out) / device_slug(env["device_kind"], env["platform"]) / f"{NAME}.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)
     print(f"wrote {json_path}, {md_path}, {png}")
 
 

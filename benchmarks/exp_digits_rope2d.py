@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.harness import device_slug, environment, format_table, write_report
+from benchmarks.harness import device_slug, environment, format_table, save_figure, write_report
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.heads import classification_loss
 from jaxformer.models.vision import VisionConfig, VisionEncoder
@@ -177,10 +177,8 @@ def write_outputs(rows: list[dict[str, Any]], curves: dict[str, tuple[np.ndarray
     ax.set_title("digits: resolution transfer by position kind")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     png = Path(out) / device_slug(env["device_kind"], env["platform"]) / f"{NAME}.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, png)
     print(f"wrote {json_path}, {md_path}, {png}")
 
 
