@@ -29,7 +29,7 @@ Data:
   samples. Two feature sets: ``tfidf``, char 1–3-gram TF-IDF (min_df=2, sublinear tf) reduced to
   256 dims by TruncatedSVD, both fitted on the training split's texts (the analytic solver needs
   a dense E×E covariance); ``minilm``, mean-pooled all-MiniLM-L6-v2 embeddings (384-d, the kit's
-  encoder with the real weights, 128 tokens), cached under /tmp. The unsupervised feature maps
+  encoder with the real weights, 128 tokens), cached in the system temp folder. The unsupervised feature maps
   are shared by the full and 1k regimes (only the labelled samples change, as with Su's fixed
   sentence vectors).
 
@@ -44,6 +44,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -72,7 +73,8 @@ REVIEW_SMALL = 1000
 SVD_DIM = 256
 ENCODER_MAX_LENGTH = 128  # Su's maxlen
 ENCODER_BATCH = 64
-CACHE_DIR = Path("/tmp/jaxformer_cache")
+# The system temp folder (tempfile honours TMPDIR): embeddings are a cache, never results.
+CACHE_DIR = Path(tempfile.gettempdir()) / "jaxformer_cache"
 WITHIN = 1.0  # R3: "within 1 point" on full data
 # Su's numbers (post 8578), accuracy % on SENTIMENT valid (RoFormer-Sim-FT features).
 SU = {"full": {"analytic": 90.81, "gd": 91.14}, "1k": {"analytic": 72.67, "gd": 66.08},
@@ -551,7 +553,7 @@ def _notes(cfg: Config, info: dict[str, Any]) -> list[str]:
         if "minilm_features_s" in info:
             times[-1] += (f"; MiniLM features {info['minilm_features_s']} s this run, "
                           f"embedding all reviews took {info.get('minilm_embed_s')} s when "
-                          "first computed, then cached under /tmp")
+                          "first computed, then cached in the system temp folder")
         times[-1] += ")"
     notes.append(f"Wall time on this machine: {', '.join(times)}; total {info.get('total_s')} s. "
                  "fit s/seed includes jit compiles (one per training-set shape for GD).")
