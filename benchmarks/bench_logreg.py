@@ -472,7 +472,7 @@ def stream_case(n: int, dim: int = MEMORY_DIM, *, classes: int = CLASSES,
                 warm_batches: int = WARM_BATCHES) -> dict[str, Any]:
     """One memory row, measured in this process (`run` calls it in a fresh one): stream n rows
     drawn batch by batch through `stream_stats`, never holding more than one batch of X."""
-    from jaxformer.logreg import batch_stats, fit_stats, init_stats, merge_stats, stream_stats
+    from jaxformer.logreg import fit_stats, init_stats, stream_stats, stream_update
     from jaxformer.train.linear_probe import accuracy
 
     problem = make_problem(dim, classes, seed, rotate=False)
@@ -491,17 +491,11 @@ def stream_case(n: int, dim: int = MEMORY_DIM, *, classes: int = CLASSES,
             gen_s[0] += time.perf_counter() - t0
             yield item
 
-    # The update stream_stats jits (merge_stats ∘ batch_stats), compiled alone for its temp bytes.
-    def update(stats: Any, x: jax.Array, y: jax.Array, *w: jax.Array) -> Any:
-        return merge_stats(stats, batch_stats(x, y, num_classes=classes,
-                                              weights=w[0] if w else None))
-
+    # stream_stats' own jitted update, lowered for the batch shape to read its temp bytes.
     spec = [jax.ShapeDtypeStruct((batch, dim), jnp.float32),
-            jax.ShapeDtypeStruct((batch,), jnp.int32)]
-    if ragged:
-        spec.append(jax.ShapeDtypeStruct((batch,), jnp.float32))
-    compiled = jax.jit(update, donate_argnums=(0,)).lower(
-        init_stats(classes, dim), *spec).compile()
+            jax.ShapeDtypeStruct((batch,), jnp.int32),
+            jax.ShapeDtypeStruct((batch,), jnp.float32) if ragged else None]
+    compiled = stream_update.lower(init_stats(classes, dim), *spec, num_classes=classes).compile()
 
     # Warm-up: compile stream_stats' own update and let the allocator reach its steady state.
     warm_rows = warm_batches * batch - (1 if ragged else 0)
