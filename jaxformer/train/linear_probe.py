@@ -33,6 +33,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxformer.functional import compute_dtype
 from jaxformer.logreg import AnalyticModel
+from jaxformer.train.optim import standard_promotion
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -114,25 +115,8 @@ class _OptState(NamedTuple):
     opt: optax.OptState
 
 
-def _standard(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-    """`tx` traced under standard dtype promotion (optax mixes weak floats and int counters,
-    which strict promotion refuses; cf. `jaxformer.train.optim.standard_promotion`), passing
-    the extra arguments (value, grad, value_fn) that line searches need."""
-    tx = optax.with_extra_args_support(tx)
-
-    def init(params):  # noqa: ANN001, ANN202
-        with jax.numpy_dtype_promotion("standard"):
-            return tx.init(params)
-
-    def update(updates, state, params=None, **extra):  # noqa: ANN001, ANN003, ANN202
-        with jax.numpy_dtype_promotion("standard"):
-            return tx.update(updates, state, params, **extra)
-
-    return optax.GradientTransformationExtraArgs(init, update)
-
-
 def _make_tx(optimizer: str, learning_rate: float | Array) -> optax.GradientTransformation:
-    return _standard(optax.adam(learning_rate) if optimizer == "adam"
+    return standard_promotion(optax.adam(learning_rate) if optimizer == "adam"
                      else optax.sgd(learning_rate))
 
 
@@ -204,7 +188,7 @@ def _lbfgs_solve(model: AnalyticModel, x: Array, y: Array, l2: Array, max_iter: 
     def fun(m: AnalyticModel) -> Array:
         return _objective(m, x, y, ones, l2)
 
-    tx = _standard(optax.lbfgs())
+    tx = standard_promotion(optax.lbfgs())
     value_and_grad = optax.value_and_grad_from_state(fun)
 
     def body(carry: tuple[AnalyticModel, optax.OptState]) -> tuple[AnalyticModel, optax.OptState]:

@@ -130,23 +130,26 @@ def adamw(
     return standard_promotion(optax.inject_hyperparams(build)(learning_rate=schedule))
 
 
-def standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+def standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
     """`tx` with its init/update traced under JAX's default ("standard") dtype promotion.
 
     Optax's Adam bias correction computes ``b1 ** count`` (a weak float to the power of an
     int32 count), which ``jax_numpy_dtype_promotion="strict"`` (the test suite's setting)
     rejects. The wrapper scopes the default rule to optax's own code; numerics are unchanged.
+    Extra update arguments (``value``, ``grad``, ``value_fn``: what `optax.lbfgs`'s line search
+    needs) are passed through.
     """
+    tx = optax.with_extra_args_support(tx)
 
     def init(params):  # noqa: ANN001, ANN202
         with jax.numpy_dtype_promotion("standard"):
             return tx.init(params)
 
-    def update(updates, state, params=None):  # noqa: ANN001, ANN202
+    def update(updates, state, params=None, **extra):  # noqa: ANN001, ANN003, ANN202
         with jax.numpy_dtype_promotion("standard"):
-            return tx.update(updates, state, params)
+            return tx.update(updates, state, params, **extra)
 
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def learning_rate_of(opt_state: Any) -> Array | None:
