@@ -21,7 +21,8 @@ install: $(STAMP)
 # The whole suite in NNX graph mode, then the model and training tests again in tree mode
 # (FLIP 5310; NNX_GRAPH_MODE=false), which new Flax projects are moving to.
 TREE_MODE_TESTS := tests/test_encoder_parity.py tests/test_minilm_parity.py tests/test_train_step.py \
-                   tests/test_data_parallel.py tests/test_finetune_resume.py tests/test_linear_lm.py
+                   tests/test_data_parallel.py tests/test_finetune_resume.py tests/test_linear_lm.py \
+                   tests/test_init_norm.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

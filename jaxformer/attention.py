@@ -60,6 +60,7 @@ class AttentionKernel(Protocol):
         dropout_rate: float,
         key: PRNGKeyArray | None,
         deterministic: bool,
+        scale: float | None = None,
     ) -> Float[Array, "B T H K"]: ...
 
 

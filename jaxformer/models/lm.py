@@ -17,7 +17,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxformer import functional as F
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import Encoder
-from jaxformer.models.modules import Dense, LayerNorm
+from jaxformer.models.modules import Dense, norm_layer
+from jaxformer.models.parametrization import kernel_init, kernel_multiplier, readout_multiplier
 
 
 class LMHead(nnx.Module):
@@ -25,14 +26,19 @@ class LMHead(nnx.Module):
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         self.transform = Dense(cfg.hidden_size, cfg.embedding_width,
-                               init=F.normal_init(cfg.initializer_range), rngs=rngs)
-        self.norm = LayerNorm(cfg.embedding_width, eps=cfg.layer_norm_eps)
+                               init=kernel_init(cfg, "lm_transform"),
+                               multiplier=kernel_multiplier(cfg, cfg.hidden_size), rngs=rngs)
+        self.norm = norm_layer(cfg.norm_type, cfg.embedding_width, eps=cfg.layer_norm_eps)
         self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
         self.act_name = cfg.hidden_act
+        # μP's MuSharedReadout: tied logits times 1/width_mult (1 outside μP).
+        self.readout_multiplier = readout_multiplier(cfg)
 
     def __call__(self, hidden: Float[Array, "B T E"], encoder: Encoder) -> Float[Array, "B T V"]:
         h = self.norm(F.activation(self.act_name)(self.transform(hidden)))
         logits = encoder.embed.word.attend(h)
+        if self.readout_multiplier != 1.0:
+            logits = logits * jnp.asarray(self.readout_multiplier, logits.dtype)
         return logits + self.bias[...].astype(logits.dtype).reshape(1, 1, -1)
 
 

@@ -7,7 +7,6 @@ layout.
 
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 from jax.typing import DTypeLike
@@ -16,20 +15,25 @@ from flax import nnx
 from jaxtyping import Array, Float, Integer
 
 from jaxformer import functional as F
+from jaxformer.pytree import named_leaves  # noqa: F401  (re-exported: models' name tables use it)
 
 Init = Callable[..., Array]
 
 
 class Dense(nnx.Module):
-    """``y = x W + b`` with ``W: [I, O]``."""
+    """``y = multiplier · x W + b`` with ``W: [I, O]``; `multiplier` is a constant of the
+    parametrization (1, or ``1/√I`` for NTK: `jaxformer.models.parametrization`)."""
 
     def __init__(self, in_features: int, out_features: int, *, init: Init, rngs: nnx.Rngs,
-                 use_bias: bool = True, param_dtype: DTypeLike = jnp.float32):
+                 use_bias: bool = True, param_dtype: DTypeLike = jnp.float32,
+                 multiplier: float = 1.0):
         self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), param_dtype))
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+        self.multiplier = float(multiplier)
 
     def __call__(self, x: Float[Array, "*batch I"]) -> Float[Array, "*batch O"]:
-        return F.dense(x, self.kernel[...], None if self.bias is None else self.bias[...])
+        return F.dense(x, self.kernel[...], None if self.bias is None else self.bias[...],
+                       multiplier=self.multiplier)
 
 
 class LayerNorm(nnx.Module):
@@ -42,6 +46,28 @@ class LayerNorm(nnx.Module):
 
     def __call__(self, x: Float[Array, "*batch E"]) -> Float[Array, "*batch E"]:
         return F.layer_norm(x, self.scale[...], self.bias[...], eps=self.eps)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm with a learned `scale` and no bias (Zhang & Sennrich 2019; T5)."""
+
+    def __init__(self, features: int, *, eps: float, param_dtype: DTypeLike = jnp.float32):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype))
+
+    def __call__(self, x: Float[Array, "*batch E"]) -> Float[Array, "*batch E"]:
+        return F.rms_norm(x, self.scale[...], eps=self.eps)
+
+
+NORM_LAYERS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+def norm_layer(norm_type: str, features: int, *, eps: float) -> LayerNorm | RMSNorm:
+    """A `LayerNorm` or `RMSNorm` by name (`EncoderConfig.norm_type`)."""
+    try:
+        return NORM_LAYERS[norm_type](features, eps=eps)
+    except KeyError:
+        raise ValueError(f"norm_type must be one of {list(NORM_LAYERS)}, got {norm_type!r}") from None
 
 
 class Embedding(nnx.Module):
@@ -66,23 +92,3 @@ def split_key(key: jax.Array | None, n: int) -> list[jax.Array | None]:
     if key is None:
         return [None] * n
     return list(jax.random.split(key, n))
-
-
-def named_leaves(tree: Any) -> dict[str, Any]:
-    """``{"blocks.0.attention.query.kernel": leaf, ...}`` for a parameter tree.
-
-    Path entries are dict keys, list indices and attribute names, joined by dots; the
-    ``.value`` attribute of an NNX Variable is dropped, so an ``nnx.State`` and its pure dict
-    give the same names.
-    """
-    names = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        parts = []
-        for k in path:
-            if isinstance(k, jax.tree_util.GetAttrKey):
-                if k.name != "value":
-                    parts.append(k.name)
-            else:
-                parts.append(str(getattr(k, "key", getattr(k, "idx", k))))
-        names[".".join(parts)] = leaf
-    return names

@@ -5,9 +5,12 @@ Imports flow one way: `train` may import `models`, the kernels and `io`; nothing
 """
 
 from jaxformer.train.checkpoint import Checkpointer, finalized_steps
+from jaxformer.train.diagnostics import (CoordCheck, MomentReport, coord_check, moment_report,
+                                         plot_coord_check, plot_moments)
 from jaxformer.train.finetune import FinetuneConfig, FinetuneResult, classifier_loss, finetune
 from jaxformer.train.linear_probe import accuracy, fit_gradient_descent, fit_lbfgs, log_loss
-from jaxformer.train.optim import adamw, decay_mask, warmup_linear_schedule
+from jaxformer.train.optim import (adamw, decay_mask, mup_lr_multipliers, scale_updates,
+                                   warmup_linear_schedule)
 from jaxformer.train.step import (
     TrainState,
     data_shardings,
@@ -19,12 +22,15 @@ from jaxformer.train.step import (
 
 __all__ = [
     "Checkpointer",
+    "CoordCheck",
+    "MomentReport",
     "FinetuneConfig",
     "FinetuneResult",
     "TrainState",
     "accuracy",
     "adamw",
     "classifier_loss",
+    "coord_check",
     "data_shardings",
     "decay_mask",
     "finalized_steps",
@@ -36,5 +42,10 @@ __all__ = [
     "make_eval_step",
     "make_train_step",
     "merge_model",
+    "moment_report",
+    "mup_lr_multipliers",
+    "plot_coord_check",
+    "plot_moments",
+    "scale_updates",
     "warmup_linear_schedule",
 ]

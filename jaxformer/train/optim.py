@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float
 
+from jaxformer.pytree import path_name
+
 # Leaf names that never get weight decay, whatever their rank (LayerNorm gamma/beta, biases).
 NO_DECAY_NAMES = ("bias", "scale")
 
@@ -163,3 +165,46 @@ def learning_rate_of(opt_state: Any) -> Array | None:
         if isinstance(node, (tuple, list)):
             stack.extend(node)
     return None
+
+
+# Parameter names (last two path parts) of μP's "input weights": their fan-in is a vocabulary or
+# a position count, not the width, so their Adam learning rate is not scaled (Yang et al. 2022,
+# Table 3). Everything else of rank 2 in the encoder is a hidden weight (both fans ∝ width).
+MUP_INPUT_WEIGHTS = ("word.embedding", "position.embedding", "token_type.embedding")
+
+
+def mup_lr_multipliers(params: Any, width_mult: float) -> Any:
+    """μP's per-leaf Adam learning-rate factors: ``1/width_mult`` for hidden weights (rank 2,
+    not an embedding table), 1 for input weights, biases and norm scales (Yang et al. 2022,
+    "Tensor Programs V", Table 3, Adam column; `mup.MuAdam` divides the hidden lr the same way).
+
+    `params` is the model's ``nnx.State`` of Params (or its pure dict); returns a tree of Python
+    floats with the same structure. With the tied LM readout the embedding is both input and
+    output weight; μP keeps its lr and puts ``1/width_mult`` on the logits instead
+    (`EncoderConfig.parametrization="mup"`).
+    """
+    if not (math.isfinite(width_mult) and width_mult > 0):
+        raise ValueError(f"width_mult must be a positive finite number, got {width_mult!r}")
+
+    def rule(path, leaf):  # noqa: ANN001, ANN202
+        name = path_name(path)
+        hidden = jnp.ndim(leaf) == 2 and not name.endswith(MUP_INPUT_WEIGHTS)
+        return 1.0 / width_mult if hidden else 1.0
+
+    return jax.tree_util.tree_map_with_path(rule, params)
+
+
+def scale_updates(multipliers: Any) -> optax.GradientTransformation:
+    """Multiply each update leaf by its factor in `multipliers` (a tree like the params); chained
+    after Adam this is a per-leaf learning rate (`mup_lr_multipliers`)."""
+
+    def init(params):  # noqa: ANN001, ANN202
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):  # noqa: ANN001, ANN202
+        del params
+        scaled = jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers)
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)

@@ -1,0 +1,113 @@
+"""The two post-8 experiments run end to end in small form and write what they promise."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import exp_depth_norm as depth
+from benchmarks import exp_init_diagnostics as diag
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    cfg = dataclasses.replace(depth.quick_config(), depths=(2,), steps=6, eval_every=3,
+                              eval_batches=1, schemes=("post_ln", "rezero_ramp"))
+    return cfg, depth.run(cfg, log=lambda *_: None)
+
+
+def test_depth_experiment_rows(small_run):
+    cfg, result = small_run
+    rows = result["rows"]
+    assert [(r["scheme"], r["depth"]) for r in rows] == [("post_ln", 2), ("rezero_ramp", 2)]
+    vocab = result["info"]["vocab"]
+    for r in rows:
+        assert len(r["losses"]) == cfg.steps and all(math.isfinite(x) for x in r["losses"])
+        # At init the tied readout is near-uniform over the vocabulary: loss ≈ ln V.
+        assert r["first_loss"] == pytest.approx(math.log(vocab), abs=0.1)
+        assert [s for s, _ in r["evals"]] == [0, 3, 6]
+        assert isinstance(r["diverged"], bool) and isinstance(r["at_unigram"], bool)
+    # Unigram entropy of Chinese characters with a 3,000-character vocabulary: a few nats,
+    # below ln V (the distribution is far from uniform).
+    assert 5.0 < result["info"]["unigram_nats"] < math.log(vocab)
+    assert 5.0 < result["info"]["held_out_unigram_nats"] < math.log(vocab)
+
+
+def test_unigram_baseline_matches_a_direct_count(small_run):
+    """`unigram_baseline` against a direct NumPy evaluation of −log p(train frequency) over the
+    positions the evaluation's mask (make_mlm_loss, fold_in(EVAL_KEY, 1)) picks."""
+    import jax
+    from jaxformer.train.lm import mask_tokens
+
+    cfg, _ = small_run
+    data = depth.build_data(cfg)
+    vocab = data["vocab"]
+    counts = np.ones(len(vocab))
+    np.add.at(counts, data["train"].ravel(), 1.0)
+    counts[[vocab["[CLS]"], vocab["[SEP]"]]] = 1.0
+    logp = np.log(counts / counts.sum())
+    ids = data["held_out"][: cfg.batch]
+    _, w = mask_tokens(jax.numpy.asarray(ids), jax.numpy.asarray(
+        (ids != vocab["[CLS]"]) & (ids != vocab["[SEP]"])),
+        key=jax.random.fold_in(jax.random.key(depth.EVAL_KEY), 1), mask_id=vocab["[MASK]"],
+        vocab_size=len(vocab))
+    w = np.asarray(w, np.float64)
+    want = float(-(logp[ids] * w).sum() / w.sum())
+    assert depth.unigram_baseline(cfg, data) == pytest.approx(want, rel=1e-9)
+
+
+def test_depth_experiment_resumes_from_partial_rows(small_run, tmp_path):
+    cfg, result = small_run
+    partial = tmp_path / "depth_norm.partial.jsonl"
+    partial.write_text("".join(json.dumps(depth.jsonable(r)) + "\n" for r in result["rows"]))
+    lines = []
+    again = depth.run(cfg, log=lines.append, partial=partial)
+    assert sum("(from " in line for line in lines) == 2      # nothing retrained
+    assert [r["val_loss"] for r in again["rows"]] == [r["val_loss"] for r in result["rows"]]
+    partial.write_text("{not json\n")
+    with pytest.raises(ValueError, match=rf"{partial}:1: not a JSON row"):
+        depth.run(cfg, log=lines.append, partial=partial)
+
+
+def test_depth_experiment_writes_report(small_run, tmp_path):
+    cfg, result = small_run
+    depth.write_outputs(result, cfg, command="python -m benchmarks.exp_depth_norm --quick",
+                        out=str(tmp_path))
+    folder = next(tmp_path.iterdir())
+    md = (folder / "depth_norm.md").read_text()
+    assert md.startswith("Reproduce with: `python -m benchmarks.exp_depth_norm --quick`")
+    payload = json.loads((folder / "depth_norm.json").read_text())
+    assert {c["scheme"] for c in payload["curves"]} == {"post_ln", "rezero_ramp"}
+    assert payload["environment"]["versions"]["jax"] and payload["environment"]["device_kind"]
+    assert (folder / "depth_norm.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_depth_experiment_refuses_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        depth.main(["--steps", "1"])
+    assert "--steps must be >= 2, got 1" in capsys.readouterr().err
+
+
+def test_init_diagnostics_logit_rows():
+    rows = diag.logits(diag.Config(head_dims=(64,)))
+    by = {r["scale"]: r for r in rows}
+    assert by["sqrt"]["logit_var"] == pytest.approx(1.0, rel=0.2)
+    assert by["t5"]["logit_var"] == pytest.approx(by["sqrt"]["logit_var"], rel=1e-5)
+    assert by["none"]["logit_var"] == pytest.approx(64.0, rel=0.2)
+    assert by["none"]["mean_max_p"] > 0.75 > 0.2 > by["sqrt"]["mean_max_p"]
+
+
+@pytest.mark.slow
+def test_init_diagnostics_quick_writes_report(tmp_path):
+    assert diag.main(["--quick", "--out", str(tmp_path)]) == 0
+    folder = next(tmp_path.iterdir())
+    payload = json.loads((folder / "init_diagnostics.json").read_text())
+    assert [r["scheme"] for r in payload["rows"]] == list(diag.SCHEMES)
+    assert np.isfinite([r["grad_ratio"] for r in payload["rows"]]).all()
+    assert {r["parametrization"] for r in payload["coord_check"]} == {"standard", "mup"}
+    for png in ("init_moments.png", "coord_check.png"):
+        assert (folder / png).read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "init_diagnostics.md").read_text().startswith(
+        "Reproduce with: `python -m benchmarks.exp_init_diagnostics --quick`")
