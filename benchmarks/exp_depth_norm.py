@@ -63,7 +63,8 @@ UNIGRAM_MARGIN = 0.02  # nats below the unigram plateau that count as having lea
 EVAL_KEY = 12345  # the held-out loss uses one fixed masking pattern
 COLUMNS = [("scheme", "scheme"), ("depth", "L"), ("params", "params"),
            ("first_loss", "loss @0-4"), ("final_loss", "train loss (end)"),
-           ("val_loss", "held-out loss"), ("diverged", "diverged"), ("at_unigram", "≤ unigram"),
+           ("val_loss", "held-out loss"), ("diverged", "diverged"),
+           ("at_unigram", "no better than unigram"),
            ("max_grad_norm", "max ‖g‖"), ("seconds_per_step", "s/step")]
 
 
@@ -308,7 +309,11 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str
              f"width {cfg.width}, heads {cfg.heads}, FFN {cfg.ffn}, batch {cfg.batch}, "
              f"{cfg.steps} steps, AdamW peak lr {cfg.peak_lr:g}, {cfg.warmup} warm-up steps, "
              "clip 1.0, Xavier-normal kernels, no dropout, seed "
-             f"{cfg.seed}; held-out loss over {cfg.eval_batches} batches with a fixed mask."]
+             f"{cfg.seed}; held-out loss over {cfg.eval_batches} batches with a fixed mask.",
+             "max ‖g‖ is the largest global gradient norm before clipping; n/a means it was "
+             "infinite or NaN at some step (an overflow), which clipping cannot repair.",
+             "s/step is wall time per update on a shared machine (other jobs ran at the same "
+             "time): compare within a row's depth only roughly."]
     table_rows = [{k: v for k, v in r.items() if k not in ("losses", "evals")}
                   for r in result["rows"]]
     json_path, md_path = write_report(NAME, table_rows, columns=COLUMNS, title=TITLE,

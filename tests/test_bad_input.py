@@ -141,7 +141,7 @@ def test_pickle_without_opt_in(tmp_path):
     [
         ({"hidden_size": 30}, r"EncoderConfig.hidden_size=30 must be divisible by num_heads=4"),
         ({"hidden_act": "gelu2"}, r"EncoderConfig.hidden_act must be one of .*got 'gelu2'"),
-        ({"norm": "sandwich"}, r"EncoderConfig.norm must be one of \['post', 'pre'\], got 'sandwich'"),
+        ({"norm": "sandwich"}, r"EncoderConfig.norm must be one of \['post', 'pre', 'none'\], got 'sandwich'"),
         ({"hidden_dropout": 1.0}, r"EncoderConfig.hidden_dropout must be in \[0, 1\), got 1.0"),
         ({"num_layers": 0}, r"EncoderConfig.num_layers must be a positive int, got 0"),
         ({"pad_token_id": 500}, r"EncoderConfig.pad_token_id must be in \[0, vocab_size=128\), got 500"),

@@ -60,7 +60,8 @@ def test_fit_rows_times_and_accuracies(rows: list[dict]) -> None:
                 continue
             ms = r[f"{name}_ms"]
             assert ms > 0 and math.isfinite(ms), (r["n"], name)
-            assert r[f"{name}_repeats"] >= bench.MIN_REPEATS, (r["n"], name)
+            # MIN_REPEATS, or SLOW_REPEATS when the warm-up call took > SLOW_S (a loaded machine).
+            assert r[f"{name}_repeats"] >= bench.SLOW_REPEATS, (r["n"], name)
             assert r[f"{name}_timing"]["p25_s"] <= r[f"{name}_timing"]["p75_s"]
         for name in ("bayes", "analytic", "fit_analytic", "lr", "lda", "analytic_lw",
                      *(("gd",) if r["n"] == 300 else ())):
