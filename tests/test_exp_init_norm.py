@@ -71,6 +71,25 @@ def test_depth_experiment_resumes_from_partial_rows(small_run, tmp_path):
         depth.run(cfg, log=lines.append, partial=partial)
 
 
+def test_depth_experiment_refuses_to_resume_with_other_settings(small_run, tmp_path):
+    """A partial row trained with another schedule is refused (file:line, field, both values)
+    instead of landing in the same table as runs of this schedule."""
+    cfg, result = small_run
+    partial = tmp_path / "depth_norm.partial.jsonl"
+    other = dataclasses.replace(cfg, peak_lr=1e-2)
+    partial.write_text("".join(json.dumps(depth.jsonable({**r, "settings": depth.settings(other)}))
+                               + "\n" for r in result["rows"]))
+    with pytest.raises(ValueError, match=rf"{partial}:1: run trained with peak_lr=0.01, but this "
+                                         rf"run expects peak_lr={cfg.peak_lr!r}"):
+        depth.run(cfg, log=lambda *_: None, partial=partial)
+    # The same settings resume (depths/schemes may differ: they select runs, not train them).
+    partial.write_text("".join(json.dumps(depth.jsonable({**r, "settings": depth.settings(
+        dataclasses.replace(cfg, depths=(2, 4)))})) + "\n" for r in result["rows"]))
+    lines = []
+    depth.run(cfg, log=lines.append, partial=partial)
+    assert sum("(from " in line for line in lines) == 2
+
+
 def test_depth_experiment_writes_report(small_run, tmp_path):
     cfg, result = small_run
     depth.write_outputs(result, cfg, command="python -m benchmarks.exp_depth_norm --quick",
@@ -82,12 +101,23 @@ def test_depth_experiment_writes_report(small_run, tmp_path):
     assert {c["scheme"] for c in payload["curves"]} == {"post_ln", "rezero_ramp"}
     assert payload["environment"]["versions"]["jax"] and payload["environment"]["device_kind"]
     assert (folder / "depth_norm.png").read_bytes()[:4] == b"\x89PNG"
+    depth.write_outputs(result, cfg, command="python -m benchmarks.exp_depth_norm --name long",
+                        out=str(tmp_path), name="long")
+    assert json.loads((folder / "long.json").read_text())["command"].endswith("--name long")
+    assert (folder / "long.png").is_file() and (folder / "long.md").is_file()
 
 
 def test_depth_experiment_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         depth.main(["--steps", "1"])
     assert "--steps must be >= 2, got 1" in capsys.readouterr().err
+    for argv, message in ((["--peak-lr", "0"], "--peak-lr must be a positive number, got 0.0"),
+                          (["--peak-lr", "nan"], "--peak-lr must be a positive number, got nan"),
+                          (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+                          (["--name", "../x"], "--name must be a plain file stem, got '../x'")):
+        with pytest.raises(SystemExit):
+            depth.main(argv)
+        assert message in capsys.readouterr().err
 
 
 def test_init_diagnostics_logit_rows():

@@ -124,6 +124,13 @@ class EncoderConfig:
         q kernel's init divided by √D instead: T5 / Mesh TF), ``"none"`` (post 8's bug: neither),
         ``"mup"`` (√D_base / D), or ``"auto"`` (``"mup"`` under μP, else ``"sqrt"``).
       mup_base_width: E_base, the width at which μP equals the standard parametrization.
+      scan_layers: run the blocks as one ``lax.scan`` over their stacked parameters instead of
+        an unrolled Python loop. Same maths and parameters (the blocks stay separate modules, so
+        checkpoints do not change); compile time no longer grows with depth, and XLA cannot fuse
+        the residual stream's cotangent chain across blocks. That chain is why unrolled Pre-LN
+        and norm-free (ReZero) stacks compile and run several times slower than Post-LN on CPU
+        at 24+ blocks (`benchmarks/bench_scan_layers.py`). Needs identical blocks (always true
+        here); a compute option only, so it exports to HF unchanged.
     """
 
     vocab_size: int = 30522
@@ -160,6 +167,7 @@ class EncoderConfig:
     parametrization: str = "standard"
     attention_scale: str = "auto"
     mup_base_width: int | None = None
+    scan_layers: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -247,10 +255,17 @@ class EncoderConfig:
                 "EncoderConfig.linear_mode='parallel' is non-causal; with causal=True use "
                 "'auto', 'chunked', 'scan' or 'quadratic'")
         self._check_init_and_norm()
+        self._check_flags()
         if self.rotary_value and self.position != "rope":
             raise ValueError(
                 f"EncoderConfig.rotary_value=True needs position='rope', got position={self.position!r}"
             )
+
+    def _check_flags(self) -> None:
+        for name in ("use_pooler", "causal", "rotary_value", "scan_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"EncoderConfig.{name} must be a bool, got {value!r}")
 
     def _check_init_and_norm(self) -> None:
         """The combinations of norm, residual, init and parametrization that make sense."""

@@ -399,15 +399,44 @@ class Encoder(nnx.Module):
         rope_positions = position_ids if self.config.position in ROTARY_POSITIONS else None
         h = self.embed(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
                        deterministic=deterministic, key=stage_key(0))
-        hidden_states = [h]
-        for i, block in enumerate(self.blocks):
-            h = block(h, mask=mask, deterministic=deterministic, key=stage_key(i + 1),
-                      positions=rope_positions)
-            hidden_states.append(h)
+        if self.config.scan_layers:
+            h, hidden_states = self._scan_blocks(h, mask=mask, deterministic=deterministic,
+                                                 key=key, positions=rope_positions)
+        else:
+            hidden_states = [h]
+            for i, block in enumerate(self.blocks):
+                h = block(h, mask=mask, deterministic=deterministic, key=stage_key(i + 1),
+                          positions=rope_positions)
+                hidden_states.append(h)
         if self.final_norm is not None:
             h = self.final_norm(h)
         pooled = None if self.pooler is None else self.pooler(h)
         return EncoderOutput(h, tuple(hidden_states), pooled)
+
+    def _scan_blocks(self, h, *, mask, deterministic, key, positions):  # noqa: ANN001, ANN202
+        """The blocks as one `lax.scan`: ``h_{i+1} = block_i(h_i)`` with block i's state sliced
+        from the stacked states, and block i's dropout key ``fold_in(key, i + 1)`` as in the loop.
+
+        Why: in an unrolled Pre-LN (or norm-free) stack the stream's cotangent is a chain of
+        elementwise adds across all L blocks, which XLA fuses, and duplicates, into the consumers
+        of every block, so compile time and step time grow much faster than L. A loop body is a
+        fusion boundary, and it compiles once whatever L is. The stacking copies the parameters
+        once per call, which is small next to the blocks' FLOPs.
+        """
+        graphdef, _ = nnx.split(self.blocks[0])
+        states = [nnx.split(block)[1] for block in self.blocks]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+        keys = (None if key is None else
+                jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(1, len(states) + 1)))
+
+        def body(carry, xs):  # noqa: ANN001, ANN202
+            state, k = xs
+            out = nnx.merge(graphdef, state)(carry, mask=mask, deterministic=deterministic,
+                                              key=k, positions=positions)
+            return out, out
+
+        out, per_block = jax.lax.scan(body, h, (stacked, keys))
+        return out, [h, *(per_block[i] for i in range(len(states)))]
 
     def _has_dropout(self) -> bool:
         return self.config.hidden_dropout > 0 or self.config.attention_dropout > 0
