@@ -7,11 +7,12 @@ results/<device>/scan_layers.{json,md,png}: lowering + compile seconds and the m
 each form, their ratios (unrolled / scanned, measured interleaved in the same run), and the
 difference of the two forms' losses and gradient norms (the same maths, so only float rounding).
 
-Why it exists: in an unrolled Pre-LN or norm-free stack the residual stream's cotangent is a chain
-of elementwise adds through every block. XLA on CPU fuses that chain into the consumers of each
-block and duplicates it, so compile time and step time grow much faster than L (Pre-LN at L = 24:
+Why it exists: in an unrolled Pre-LN stack the residual stream's cotangent is a chain, through
+every block, of adds of the norms' backward terms. XLA on CPU fuses that chain into the consumers
+of each block and duplicates it, so compile time and step time grow much faster than L (Pre-LN at L = 24:
 several times Post-LN's step). Post-LN's norms end the chain after every sub-layer. A scan's body
-is a fusion boundary and compiles once. ``--quick``: depths 2 and 6 (about a minute).
+is a fusion boundary and compiles once (the per-parameter work of a train step, stacking and the
+optimiser update, still grows with L). ``--quick``: depths 2 and 6 (about a minute).
 """
 
 import argparse

@@ -30,8 +30,9 @@ outputs are ``<name>.{json,md,png}``). The partial file records each run's setti
 with different settings is refused rather than mixing two experiments in one table.
 ``--scan-layers`` trains with ``EncoderConfig(scan_layers=True)``: the same maths (the same
 losses up to float rounding, `tests/test_scan_layers.py`) without the unrolled stack's XLA CPU
-fusion blow-up, under which one 300-step Pre-LN run at L = 48 takes over an hour on 2 cores. It
-is a compute option, not a setting: each row records it (column "scan"), and a resume may mix it.
+fusion blow-up (one 300-step Pre-LN run at L = 48 had not finished after an hour on 2 shared
+cores; scanned it took 6 minutes). It is a compute option, not a setting: each row records it
+(column "scan"), and a resume may mix it.
 """
 
 import argparse
@@ -268,6 +269,9 @@ def run(cfg: Config, log: Any = print, *, partial: Path | None = None) -> dict[s
 
 
 def make_figure(rows: Sequence[dict[str, Any]], unigram: float) -> Any:
+    """One panel per depth: each run's train loss (moving average over ~3% of the run). A run
+    whose loss became non-finite is drawn up to its last finite step and marked there with an x
+    (the legend gives the step); one that diverged with finite losses is dashed."""
     import matplotlib.pyplot as plt
 
     depths = sorted({r["depth"] for r in rows})
@@ -277,17 +281,25 @@ def make_figure(rows: Sequence[dict[str, Any]], unigram: float) -> Any:
         for r in rows:
             if r["depth"] != depth:
                 continue
-            y = np.asarray(r["losses"], np.float64)
-            k = max(1, len(y) // 30)  # moving average over ~3% of the run
-            smooth = np.convolve(np.nan_to_num(y, nan=np.inf), np.ones(k) / k, mode="valid")
-            style = "--" if r["diverged"] else "-"
-            ax.plot(np.arange(k - 1, len(y)), smooth, style, label=r["scheme"])
+            y = np.asarray([math.nan if v is None else v for v in r["losses"]], np.float64)
+            bad = np.flatnonzero(~np.isfinite(y))
+            stop = int(bad[0]) if bad.size else len(y)
+            k = max(1, len(y) // 30)
+            label = r["scheme"] + (f" (non-finite at step {stop})" if bad.size else "")
+            if stop >= k:
+                smooth = np.convolve(y[:stop], np.ones(k) / k, mode="valid")
+                line, = ax.plot(np.arange(k - 1, stop), smooth, "--" if r["diverged"] else "-",
+                                label=label)
+                if bad.size:
+                    ax.plot([stop - 1], [smooth[-1]], "x", ms=8, mew=2, color=line.get_color())
+            else:  # non-finite before one averaging window: a marker where it started
+                ax.plot([stop], [y[:stop].max(initial=unigram)], "x", ms=8, mew=2, label=label)
         ax.axhline(unigram, color="grey", lw=0.8, ls=":", label="unigram entropy")
         ax.set_title(f"L = {depth}", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
     axes[0, 0].set_ylabel("MLM train loss (nats)")
-    axes[0, 0].legend(fontsize=7)
     return fig
 
 
@@ -300,7 +312,11 @@ def classify(row: dict[str, Any], held_out_unigram: float) -> dict[str, Any]:
     first = float(np.mean(losses[:min(5, len(losses))]))
     final = float(np.mean(losses[-tail:])) if finite else math.nan
     val = evals[-1][1] if finite else math.nan
+    max_grad = row.get("max_grad_norm")
+    if max_grad is not None and not math.isfinite(max_grad):
+        max_grad = None  # shown as n/a: an infinite or NaN gradient norm at some step
     return {**row, "first_loss": first, "final_loss": final, "val_loss": val,
+            "max_grad_norm": max_grad,
             "diverged": (not finite) or final > first,
             "at_unigram": finite and val >= held_out_unigram - UNIGRAM_MARGIN}
 
@@ -344,7 +360,7 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str
              "s/step is wall time per update on a shared machine (other jobs ran at the same "
              "time): compare within a row's depth only roughly. scan = the blocks ran as one "
              "lax.scan (EncoderConfig.scan_layers, --scan-layers; same maths); otherwise "
-             "unrolled, where Pre-LN's and ReZero's s/step at L >= 24 show the XLA CPU fusion "
+             "unrolled, where Pre-LN's s/step at L >= 24 shows the XLA CPU fusion "
              "blow-up that the scan removes (benchmarks/bench_scan_layers.py)."]
     table_rows = [{k: v for k, v in r.items() if k not in ("losses", "evals")}
                   for r in result["rows"]]
@@ -358,7 +374,7 @@ def write_outputs(result: dict[str, Any], cfg: Config, *, command: str, out: str
                           "evals": r["evals"]} for r in result["rows"]]
     json_path.write_text(json.dumps(jsonable(payload), indent=1, allow_nan=False) + "\n")
     png = Path(out) / device_slug(env["device_kind"], env["platform"]) / f"{name}.png"
-    title = f"{TITLE} (peak lr {cfg.peak_lr:g}, {cfg.warmup} warm-up steps)"
+    title = f"{TITLE}\n{cfg.steps} steps, peak lr {cfg.peak_lr:g}, {cfg.warmup} warm-up steps"
     save_figure(make_figure(result["rows"], info["unigram_nats"]), png, title=title)
     print(f"wrote {json_path}, {md_path}, {png}")
 
@@ -373,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"schemes (default all: {' '.join(SCHEMES)})")
     parser.add_argument("--peak-lr", type=float, default=None, help="AdamW peak lr (default 2e-3)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 30)")
-    parser.add_argument("--name", default=NAME,
-                        help=f"output file stem (default {NAME}); give a changed schedule its own")
+    parser.add_argument("--name", default=None,
+                        help=f"output file stem (default {NAME}, or the replotted report's own); "
+                        "give a changed schedule its own")
     parser.add_argument("--scan-layers", action="store_true",
                         help="run the blocks as one lax.scan (same maths, faster on CPU at depth)")
     parser.add_argument("--out", default="results", help="output folder (default results)")
@@ -403,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup < 0:
             parser.error(f"--warmup must be >= 0, got {args.warmup}")
         changes["warmup"] = args.warmup
-    if not args.name or "/" in args.name or args.name.startswith("."):
+    if args.name is not None and (not args.name or "/" in args.name or args.name.startswith(".")):
         parser.error(f"--name must be a plain file stem, got {args.name!r}")
     cfg = dataclasses.replace(cfg, **changes)
     command = "python -m benchmarks.exp_depth_norm" + "".join(
@@ -412,15 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot is not None:
         stored = json.loads(Path(args.replot).read_text())
         command = stored["command"]
+        name = args.name or stored.get("name", NAME)
         cfg = Config(**{k: tuple(v) if isinstance(v, list) else v
                         for k, v in stored["config"].items()})
         result = from_json(args.replot, cfg)
         partial = None
     else:
         folder = Path(args.out) / device_slug()
-        partial = folder / f"{args.name}.partial.jsonl"
+        name = args.name or NAME
+        partial = folder / f"{name}.partial.jsonl"
         result = run(cfg, partial=partial)
-    write_outputs(result, cfg, command=command, out=args.out, name=args.name)
+    write_outputs(result, cfg, command=command, out=args.out, name=name)
     if partial is not None:
         partial.unlink(missing_ok=True)
     print(f"total {time.perf_counter() - t0:.1f} s")

@@ -64,6 +64,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from scipy.integrate import quad  # noqa: E402
 
+from benchmarks.exp_depth_norm import make_figure as depth_figure  # noqa: E402
 from benchmarks.harness import format_table  # noqa: E402
 from jaxformer import functional as F  # noqa: E402
 from jaxformer import initializers as I  # noqa: E402
@@ -825,7 +826,7 @@ else:
 DEPTH_COLUMNS = [("scheme", "scheme"), ("depth", "L"), ("first_loss", "loss @0-4"),
                  ("final_loss", "train loss (end)"), ("val_loss", "held-out loss"),
                  ("diverged", "diverged"), ("at_unigram", "no better than unigram"),
-                 ("max_grad_norm", "max ‖g‖")]
+                 ("max_grad_norm", "max ‖g‖"), ("scan", "scan")]
 
 
 def show_depth(name: str) -> None:
@@ -844,26 +845,11 @@ def show_depth(name: str) -> None:
              if r["at_unigram"] and not r["diverged"]]
     print(f"diverged: {', '.join(diverged) or 'none'}; no better than unigram: "
           f"{', '.join(stuck) or 'none'}")
-    depths_seen = sorted({c["depth"] for c in depth["curves"]})
-    fig, axes = plt.subplots(1, len(depths_seen), figsize=(3.6 * len(depths_seen), 3.4),
-                             sharey=True, squeeze=False)
-    flags = {(r["scheme"], r["depth"]): r["diverged"] for r in depth["rows"]}
-    for ax, L in zip(axes[0], depths_seen, strict=True):
-        for c in depth["curves"]:
-            if c["depth"] != L:
-                continue
-            y = np.asarray([np.nan if v is None else v for v in c["losses"]], np.float64)
-            k = max(1, len(y) // 30)                  # moving average over ~3% of the run
-            smooth = np.convolve(y, np.ones(k) / k, mode="valid")
-            ax.plot(np.arange(k - 1, len(y)), smooth,
-                    "--" if flags.get((c["scheme"], L)) else "-", label=c["scheme"])
-        ax.axhline(info["unigram_nats"], color="grey", lw=0.8, ls=":", label="unigram")
-        ax.set_title(f"L = {L}", fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("MLM train loss (nats)")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{name}: People's Daily char MLM by depth (dashed: diverged)", fontsize=9)
+    curves = {(c["scheme"], c["depth"]): c for c in depth["curves"]}
+    rows = [{**r, "losses": curves[(r["scheme"], r["depth"])]["losses"]} for r in depth["rows"]]
+    fig = depth_figure(rows, info["unigram_nats"])   # benchmarks.exp_depth_norm.make_figure
+    fig.suptitle(f"{name}: People's Daily char MLM by depth (x: loss became non-finite)",
+                 fontsize=9)
     fig.tight_layout()
     plt.show()
 
@@ -872,6 +858,24 @@ show_depth("depth_norm")
 
 # %%
 show_depth("depth_norm_long")
+
+# %% [markdown]
+# **Reading the two sweeps** (the committed `results/cpu/` reports; held-out losses in nats, the
+# unigram plateau is 6.401):
+#
+# * 300 steps is a stability test. Every finite run ends on the plateau (6.38–6.44); Pre-LN is
+#   lowest at every depth (6.384 / 6.389 / 6.393 / 6.397 at L = 6 / 12 / 24 / 48) but never
+#   0.02 below it. Su's ramp with no norm diverges at L = 24 and 48 (non-finite at steps 44 and
+#   28, while α is still ramping) and overflows a gradient at L = 12. Post-LN's largest gradient
+#   norm grows with depth (1.42 → 3.22 from L = 6 to 48), in line with section 6's drift of its
+#   gradient moments; DeepNorm's and ReZero's stay at 1.35.
+# * 1,500 steps separates the schemes. Pre-LN (5.72 / 6.02 at L = 6 / 12) and ReZero (5.77 /
+#   6.01) learn context at both depths; DeepNorm at L = 6 only (5.97; 6.39 at 12); Post-LN at
+#   neither (6.41), with a gradient-norm spike of 35.6 at L = 6. Thirty warm-up steps are too few
+#   for Post-LN (Xiong et al. 2020 trace its need for warm-up to the large gradients near the
+#   output that section 6 measured), and DeepNorm's up-weighted residual does not make up for
+#   it at L = 12 in this budget. The ramped ReZero stays on the plateau at L = 6 and diverges at
+#   L = 12.
 
 # %%
 print(f"notebook total {time.perf_counter() - t_start:.1f} s")

@@ -117,6 +117,13 @@ def test_depth_experiment_writes_report(small_run, tmp_path):
                         out=str(tmp_path), name="long")
     assert json.loads((folder / "long.json").read_text())["command"].endswith("--name long")
     assert (folder / "long.png").is_file() and (folder / "long.md").is_file()
+    # --replot rewrites the report it was given, not depth_norm.*
+    before = (folder / "depth_norm.md").read_text()
+    (folder / "long.md").unlink()
+    assert depth.main(["--replot", str(folder / "long.json"), "--out", str(tmp_path)]) == 0
+    assert (folder / "long.md").read_text().startswith(
+        "Reproduce with: `python -m benchmarks.exp_depth_norm --name long`")
+    assert (folder / "depth_norm.md").read_text() == before
 
 
 def test_depth_experiment_refuses_bad_arguments(capsys):

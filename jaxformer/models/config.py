@@ -126,11 +126,11 @@ class EncoderConfig:
       mup_base_width: E_base, the width at which μP equals the standard parametrization.
       scan_layers: run the blocks as one ``lax.scan`` over their stacked parameters instead of
         an unrolled Python loop. Same maths and parameters (the blocks stay separate modules, so
-        checkpoints do not change); compile time no longer grows with depth, and XLA cannot fuse
-        the residual stream's cotangent chain across blocks. That chain is why unrolled Pre-LN
-        and norm-free (ReZero) stacks compile and run several times slower than Post-LN on CPU
-        at 24+ blocks (`benchmarks/bench_scan_layers.py`). Needs identical blocks (always true
-        here); a compute option only, so it exports to HF unchanged.
+        checkpoints do not change); XLA compiles one block instead of L, and cannot fuse the
+        residual stream's cotangent chain across blocks. That chain is why an unrolled Pre-LN
+        stack compiles and runs several times slower than Post-LN on CPU at 24+ blocks
+        (`benchmarks/bench_scan_layers.py`); elsewhere the scan costs a few percent on CPU.
+        Needs identical blocks (always true here); a compute option, so it exports to HF.
     """
 
     vocab_size: int = 30522

@@ -417,10 +417,10 @@ class Encoder(nnx.Module):
         """The blocks as one `lax.scan`: ``h_{i+1} = block_i(h_i)`` with block i's state sliced
         from the stacked states, and block i's dropout key ``fold_in(key, i + 1)`` as in the loop.
 
-        Why: in an unrolled Pre-LN (or norm-free) stack the stream's cotangent is a chain of
-        elementwise adds across all L blocks, which XLA fuses, and duplicates, into the consumers
-        of every block, so compile time and step time grow much faster than L. A loop body is a
-        fusion boundary, and it compiles once whatever L is. The stacking copies the parameters
+        Why: in an unrolled Pre-LN stack the stream's cotangent is a chain of elementwise adds
+        (of each norm's backward) across all L blocks, which XLA fuses, and duplicates, into the
+        consumers of every block, so compile time and step time grow much faster than L. A loop body is a
+        fusion boundary, and XLA compiles it once whatever L is. The stacking copies the parameters
         once per call, which is small next to the blocks' FLOPs.
         """
         graphdef, _ = nnx.split(self.blocks[0])
