@@ -16,6 +16,7 @@ optimiser update, still grows with L). ``--quick``: depths 2 and 6 (about a minu
 """
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from benchmarks import exp_depth_norm
 from benchmarks.harness import (Column, bench_main, device_slug, environment, prepare_jax,
                                 save_figure, time_interleaved, write_report)
 from jaxformer.models import Encoder, EncoderConfig
@@ -33,12 +35,10 @@ from jaxformer.train.lm import make_mlm_loss
 
 NAME = "scan_layers"
 TITLE = "Unrolled blocks vs scan_layers=True: MLM train step, compile and step time by depth"
-SCHEMES: dict[str, dict[str, Any]] = {
-    "post_ln": dict(norm="post"),
-    "pre_ln": dict(norm="pre"),
-    "rezero": dict(norm="none", residual="rezero"),
-}
-VOCAB, BATCH, LENGTH = 3005, 32, 32
+# The depth experiment's schemes, less the two whose stack equals one of these for XLA.
+SCHEMES = {name: exp_depth_norm.SCHEMES[name] for name in ("post_ln", "pre_ln", "rezero")}
+VOCAB = 3005
+BATCH, LENGTH = exp_depth_norm.Config.batch, exp_depth_norm.Config.length
 COLUMNS: list[Column] = [
     ("scheme", "scheme"), ("depth", "L"),
     ("compile_unrolled_s", "compile s unrolled"), ("compile_scan_s", "compile s scan"),
@@ -50,10 +50,9 @@ COLUMNS: list[Column] = [
 
 
 def model_config(scheme: str, depth: int, *, scan: bool) -> EncoderConfig:
-    return EncoderConfig(vocab_size=VOCAB, hidden_size=64, num_layers=depth, num_heads=4,
-                         intermediate_size=256, max_position_embeddings=LENGTH, type_vocab_size=0,
-                         hidden_dropout=0.0, attention_dropout=0.0, use_pooler=False,
-                         weight_init="xavier_normal", scan_layers=scan, **SCHEMES[scheme])
+    """`exp_depth_norm.model_config`, unrolled or scanned."""
+    cfg = dataclasses.replace(exp_depth_norm.Config(), scan_layers=scan)
+    return exp_depth_norm.model_config(cfg, scheme, depth, VOCAB)
 
 
 def _prepared_step(scheme: str, depth: int, *, scan: bool) -> tuple[Any, Any]:
