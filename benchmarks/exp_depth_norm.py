@@ -53,6 +53,7 @@ from flax import nnx
 from benchmarks.harness import device_slug, environment, jsonable, save_figure, write_report
 from jaxformer.io import char_vocab, people_daily_texts
 from jaxformer.models import Encoder, EncoderConfig
+from jaxformer.models.config import RESIDUAL_SCHEMES
 from jaxformer.models.lm import MaskedLM
 from jaxformer.models.parametrization import set_residual_gates
 from jaxformer.residual import rezero_ramp
@@ -62,11 +63,8 @@ from jaxformer.train.lm import make_mlm_loss, mask_tokens
 NAME = "depth_norm"
 TITLE = "Post-LN vs Pre-LN vs DeepNorm vs ReZero: char-level MLM on People's Daily, by depth"
 SCHEMES: dict[str, dict[str, Any]] = {
-    "post_ln": dict(norm="post"),
-    "pre_ln": dict(norm="pre"),
-    "deepnorm": dict(norm="post", residual="deepnorm"),
-    "rezero": dict(norm="none", residual="rezero"),
-    "rezero_ramp": dict(norm="none", residual="rezero_ramp", rezero_ramp_steps=100),
+    **RESIDUAL_SCHEMES,
+    "rezero_ramp": {**RESIDUAL_SCHEMES["rezero_ramp"], "rezero_ramp_steps": 100},
 }
 UNIGRAM_MARGIN = 0.02  # nats below the unigram plateau that count as having learned context
 EVAL_KEY = 12345  # the held-out loss uses one fixed masking pattern

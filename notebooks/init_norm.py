@@ -69,6 +69,7 @@ from benchmarks.harness import format_table  # noqa: E402
 from jaxformer import functional as F  # noqa: E402
 from jaxformer import initializers as I  # noqa: E402
 from jaxformer.models import Encoder, EncoderConfig  # noqa: E402
+from jaxformer.models.config import RESIDUAL_SCHEMES  # noqa: E402
 from jaxformer.models.encoder import SelfAttention  # noqa: E402
 from jaxformer.models.lm import MaskedLM  # noqa: E402
 from jaxformer.residual import deepnorm_constants, rezero_ramp  # noqa: E402
@@ -549,13 +550,7 @@ else:
 # ones), no dropout, on 8×32 random tokens:
 
 # %%
-SCHEMES = {
-    "post_ln": dict(norm="post"),
-    "pre_ln": dict(norm="pre"),
-    "deepnorm": dict(norm="post", residual="deepnorm"),
-    "rezero": dict(norm="none", residual="rezero"),
-    "rezero_ramp": dict(norm="none", residual="rezero_ramp"),
-}
+SCHEMES = RESIDUAL_SCHEMES  # {"post_ln": {"norm": "post"}, ..., "rezero_ramp": {...}}
 DEPTH = 12
 moment_batch = {"input_ids": jax.random.randint(jax.random.key(7), (8, 32), 5, 211,
                                                 dtype=jnp.int32)}

@@ -27,19 +27,14 @@ import pytest
 from flax import nnx
 
 from jaxformer.models import Encoder, EncoderConfig
+from jaxformer.models.config import RESIDUAL_SCHEMES
 from jaxformer.models.lm import MaskedLM
 from jaxformer.train.diagnostics import coord_check, moment_report, plot_coord_check, plot_moments
 from jaxformer.train.lm import make_mlm_loss
 from jaxformer.train.optim import mup_lr_multipliers, scale_updates, standard_promotion
 
 DEPTH = 24
-SCHEMES = {
-    "post_ln": dict(norm="post"),
-    "pre_ln": dict(norm="pre"),
-    "deepnorm": dict(norm="post", residual="deepnorm"),
-    "rezero": dict(norm="none", residual="rezero"),
-    "rezero_ramp": dict(norm="none", residual="rezero_ramp"),
-}
+SCHEMES = RESIDUAL_SCHEMES
 
 
 def deep_cfg(**kw):

@@ -17,17 +17,12 @@ from flax import nnx
 
 from hf_reference import hf_forward, random_batch, random_hf_bert
 from jaxformer.models import Encoder, EncoderConfig
+from jaxformer.models.config import RESIDUAL_SCHEMES
 
 ATOL = 1e-5  # fp32: the same maths, only the order of float operations may differ
 
-SCHEMES = {
-    "post_ln": dict(norm="post"),
-    "pre_ln": dict(norm="pre"),
-    "deepnorm": dict(norm="post", residual="deepnorm"),
-    "rezero": dict(norm="none", residual="rezero"),
-    "rezero_ramp": dict(norm="none", residual="rezero_ramp"),
-    "rope_rmsnorm": dict(norm="pre", norm_type="rmsnorm", position="rope"),
-}
+SCHEMES = {**RESIDUAL_SCHEMES,
+           "rope_rmsnorm": dict(norm="pre", norm_type="rmsnorm", position="rope")}
 
 
 def _pair(scheme: str, **extra):

@@ -29,6 +29,15 @@ WEIGHT_INITS = ("normal", "truncated_normal", "lecun_normal", "xavier_normal", "
 VARIANCE_SCALING_INITS = ("lecun_normal", "xavier_normal", "he_normal")
 PARAMETRIZATIONS = ("standard", "ntk", "mup")
 ATTENTION_SCALES = ("auto", "sqrt", "t5", "none", "mup")
+# Post 8's residual/norm schemes by name, as `EncoderConfig` overrides: what the moment report,
+# the depth experiment, the notebook and the tests compare.
+RESIDUAL_SCHEMES: dict[str, dict[str, str]] = {
+    "post_ln": dict(norm="post"),
+    "pre_ln": dict(norm="pre"),
+    "deepnorm": dict(norm="post", residual="deepnorm"),
+    "rezero": dict(norm="none", residual="rezero"),
+    "rezero_ramp": dict(norm="none", residual="rezero_ramp"),
+}
 # HF RoFormer hard-codes the rotary base (`RoFormerSinusoidalPositionalEmbedding`).
 HF_ROFORMER_ROPE_BASE = 10000.0
 

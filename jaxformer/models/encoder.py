@@ -307,7 +307,6 @@ class Block(nnx.Module):
         self.ffn_norm = (norm_layer(cfg.norm_type, e, eps=cfg.layer_norm_eps)
                          if cfg.norm != "none" else None)
         self.norm_position = cfg.norm
-        self.pre_norm = cfg.norm == "pre"
         self.dropout_rate = cfg.hidden_dropout
         self.residual_alpha = cfg.deepnorm_alpha_beta[0]
         # ReZero's α per sub-layer, 0 at init: learned (a Param) or ramped (a ResidualGate).
@@ -419,9 +418,9 @@ class Encoder(nnx.Module):
 
         Why: in an unrolled Pre-LN stack the stream's cotangent is a chain of elementwise adds
         (of each norm's backward) across all L blocks, which XLA fuses, and duplicates, into the
-        consumers of every block, so compile time and step time grow much faster than L. A loop body is a
-        fusion boundary, and XLA compiles it once whatever L is. The stacking copies the parameters
-        once per call, which is small next to the blocks' FLOPs.
+        consumers of every block, so compile time and step time grow much faster than L. A loop
+        body is a fusion boundary, and XLA compiles it once whatever L is. The stacking copies
+        the parameters once per call, which is small next to the blocks' FLOPs.
         """
         graphdef, _ = nnx.split(self.blocks[0])
         states = [nnx.split(block)[1] for block in self.blocks]
