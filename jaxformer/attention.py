@@ -3,21 +3,28 @@
 Shape letters: B batch, T query tokens, S key tokens, H heads, D head dim (q and k), K value
 head dim. Masks are boolean, ``True`` = may attend, with shape ``[B|1, H|1, T|1, S]``.
 
-An attention kernel is any function with the signature of :func:`softmax_attention`:
-``kernel(q, k, v, *, mask, dropout_rate, key, deterministic) -> [B, T, H, K]``. The encoder
-block calls whichever kernel its config names, so RoPE and linear attention plug in as new
-kernels (and q/k transforms) without a new block class.
+Two layers of signature:
+
+- the pure kernels here (`softmax_attention`, `fused_attention`) and beside it
+  (`jaxformer.linear_attention.linear_attention`, `jaxformer.flash_attention.flash_attention`)
+  take every option as a keyword;
+- an :class:`AttentionKernel` is one of them with its options (scale, dropout rate, causality,
+  RoPE settings, precision, implementation) bound once, so that it receives only what changes
+  per call: ``kernel(q, k, v, *, mask, positions, freqs, key, deterministic)``. The encoder
+  block calls the one `jaxformer.models.bind_attention` makes from its config and knows no
+  kernel by name: softmax (XLA, fused, flash), linear, and any later kernel plug in there.
 """
 
 
 import functools
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray
 
-from jaxformer.functional import attention_scale, compute_dtype, dropout
+from jaxformer.functional import (Precision, attention_scale, compute_dtype, dropout,
+                                  precision_scope, resolve_precision)
 from jaxformer.random_bits import check_size
 
 
@@ -35,6 +42,18 @@ def causal_mask(num_tokens: int) -> Bool[Array, "1 1 T T"]:
     return jnp.tril(jnp.ones((num_tokens, num_tokens), dtype=jnp.bool_))[None, None]
 
 
+def check_qkv(q: Array, k: Array, v: Array) -> int:
+    """Raise a ValueError naming the expected and actual shape unless k is ``[B, S, H, D]`` and
+    v ``[B, S, H, K]`` for q ``[B, T, H, D]``; returns S."""
+    batch, _, heads, head_dim = q.shape
+    k_len = k.shape[1]
+    if k.shape[0] != batch or k.shape[2] != heads or k.shape[3] != head_dim:
+        raise ValueError(f"k has shape {tuple(k.shape)}; expected [B={batch}, S, H={heads}, D={head_dim}]")
+    if v.shape[:3] != (batch, k_len, heads):
+        raise ValueError(f"v has shape {tuple(v.shape)}; expected [B={batch}, S={k_len}, H={heads}, K]")
+    return k_len
+
+
 def check_mask(mask: Array, *, batch: int, heads: int, q_len: int, k_len: int) -> None:
     """Raise a ValueError naming the expected and actual mask shapes unless it broadcasts."""
     want = (batch, heads, q_len, k_len)
@@ -47,8 +66,22 @@ def check_mask(mask: Array, *, batch: int, heads: int, q_len: int, k_len: int) -
         )
 
 
+@runtime_checkable
 class AttentionKernel(Protocol):
-    """The signature every attention kernel implements."""
+    """A bound attention kernel: the options are fixed, the arrays come per call.
+
+    Args:
+      q, k, v: ``[B, T, H, D]``, ``[B, S, H, D]``, ``[B, S, H, K]``, before any RoPE rotation.
+      mask: boolean ``[B|1, H|1, T|1, S]`` (True = may attend), or None.
+      positions: RoPE positions ``[B|1, T]`` or ``[B|1, T, A]``, or None (``0..T-1`` when the
+        kernel rotates; ignored by kernels without RoPE).
+      freqs: learned RoPE frequencies ``[H, A, D/2]`` (RoPE-Mixed), or None.
+      key: PRNG key for attention dropout, or None.
+      deterministic: True disables dropout.
+
+    Returns:
+      ``[B, T, H, K]`` in v's dtype.
+    """
 
     def __call__(
         self,
@@ -57,10 +90,10 @@ class AttentionKernel(Protocol):
         v: Float[Array, "B S H K"],
         *,
         mask: Bool[Array, "b h t S"] | None,
-        dropout_rate: float,
+        positions: Array | None,
+        freqs: Array | None,
         key: PRNGKeyArray | None,
         deterministic: bool,
-        scale: float | None = None,
     ) -> Float[Array, "B T H K"]: ...
 
 
@@ -75,6 +108,7 @@ def softmax_attention(
     deterministic: bool = True,
     scale: float | None = None,
     query_tile: int | str | None = "auto",
+    precision: Precision = None,
 ) -> Float[Array, "B T H K"]:
     """Scaled dot-product attention ``softmax(q k^T / sqrt(D)) v`` (Vaswani et al. 2017, eq. 1).
 
@@ -95,13 +129,11 @@ def softmax_attention(
     outer loop of FlashAttention without its online softmax, since a row's keys are all in
     one tile). ``"auto"`` tiles on CPU only (`resolve_query_tile`); results equal one pass up
     to rounding, and dropout masks are identical.
+
+    ``precision`` is the two matmuls' `precision=` (`jaxformer.functional.resolve_precision`).
     """
     batch, q_len, heads, head_dim = q.shape
-    k_len = k.shape[1]
-    if k.shape[0] != batch or k.shape[2] != heads or k.shape[3] != head_dim:
-        raise ValueError(f"k has shape {tuple(k.shape)}; expected [B={batch}, S, H={heads}, D={head_dim}]")
-    if v.shape[:3] != (batch, k_len, heads):
-        raise ValueError(f"v has shape {tuple(v.shape)}; expected [B={batch}, S={k_len}, H={heads}, K]")
+    k_len = check_qkv(q, k, v)
     scale = attention_scale(head_dim) if scale is None else scale
     if mask is not None:
         check_mask(mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len)
@@ -113,7 +145,8 @@ def softmax_attention(
     # (BERT-base) to 4.5x (tiny) slower on 2 cores.
     qh, kh, vh = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
     attend = functools.partial(_attend, kh=kh, vh=vh, scale=scale, q_len=q_len,
-                               dropout_rate=dropout_rate, key=key, deterministic=deterministic)
+                               dropout_rate=dropout_rate, key=key, deterministic=deterministic,
+                               precision=resolve_precision(precision))
     if tile is None:
         out = attend(qh, mask, jnp.uint32(0))
     else:
@@ -162,11 +195,12 @@ def resolve_query_tile(query_tile: int | str | None, q_len: int) -> int | None:
 
 
 def _attend(qh: Array, mask: Array | None, start: Array, *, kh: Array, vh: Array, scale: float,
-            q_len: int, dropout_rate: float, key: PRNGKeyArray | None, deterministic: bool
-            ) -> Array:
+            q_len: int, dropout_rate: float, key: PRNGKeyArray | None, deterministic: bool,
+            precision: jax.lax.Precision | None) -> Array:
     """Attention of the query rows ``start ... start + W - 1`` ``qh: [B, H, W, D]`` to all keys."""
     acc = compute_dtype(vh.dtype)  # fp32, or float64 for float64 inputs
-    scores = jnp.einsum("BHTD,BHSD->BHTS", qh, kh, preferred_element_type=acc) * acc.type(scale)
+    scores = jnp.einsum("BHTD,BHSD->BHTS", qh, kh, preferred_element_type=acc,
+                        precision=precision) * acc.type(scale)
     if mask is not None:
         scores = jnp.where(mask, scores, jnp.finfo(acc).min)
     # The max only shifts the exponent (softmax is invariant to it), so no gradient flows
@@ -184,5 +218,59 @@ def _attend(qh: Array, mask: Array | None, start: Array, *, kh: Array, vh: Array
         weights = dropout(weights, dropout_rate, key=key, deterministic=False, index=index)
     # fp32 accumulation and output: unnormalised sums of S values could overflow fp16.
     out = jnp.einsum("BHTS,BHSK->BHTK", weights.astype(vh.dtype), vh,
-                     preferred_element_type=acc) / norm[..., None]
+                     preferred_element_type=acc, precision=precision) / norm[..., None]
     return out.astype(vh.dtype)
+
+
+FUSED_IMPLEMENTATIONS = ("cudnn", "xla")
+
+
+def fused_implementation(dtype: object, head_dim: int, *, backend: str | None = None) -> str:
+    """What `fused_attention` asks `jax.nn.dot_product_attention` for: ``"cudnn"`` on an
+    NVIDIA GPU for bf16/fp16 inputs with D a multiple of 8 up to 128 (cuDNN's fused
+    flash-attention kernels; fp32 has none), else ``"xla"``."""
+    backend = jax.default_backend() if backend is None else backend
+    if (backend == "gpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+            and head_dim % 8 == 0 and head_dim <= 128):
+        return "cudnn"
+    return "xla"
+
+
+def fused_attention(
+    q: Float[Array, "B T H D"],
+    k: Float[Array, "B S H D"],
+    v: Float[Array, "B S H K"],
+    *,
+    mask: Array | None = None,  # [B|1, H|1, T|1, S] bool; validated by check_mask
+    scale: float | None = None,
+    causal: bool = False,
+    implementation: str | None = None,
+    precision: Precision = None,
+) -> Float[Array, "B T H K"]:
+    """Softmax attention through `jax.nn.dot_product_attention`, without dropout.
+
+    ``implementation``: ``"cudnn"`` (cuDNN's fused kernel: scores never reach device memory),
+    ``"xla"``, or None for `fused_implementation`'s choice. Same maths as `softmax_attention`
+    (masked logits get a large negative number, so a fully masked row is a uniform average, not
+    NaN); it cannot drop attention weights, which is why training with attention dropout falls
+    back to a kernel that can (`jaxformer.models.attention_path` says which).
+    """
+    batch, q_len, heads, head_dim = q.shape
+    k_len = check_qkv(q, k, v)
+    if mask is not None:
+        check_mask(mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len)
+    if implementation is None:
+        implementation = fused_implementation(q.dtype, head_dim)
+    if implementation not in FUSED_IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {list(FUSED_IMPLEMENTATIONS)} or None, "
+                         f"got {implementation!r}")
+    scale = attention_scale(head_dim) if scale is None else scale
+    if mask is not None and implementation == "cudnn" and mask.shape[2] != q_len:
+        # cuDNN takes the mask as an additive bias, which must span the query axis.
+        mask = jnp.broadcast_to(mask, (*mask.shape[:2], q_len, k_len))
+    # jax's own XLA implementation promotes bf16 logits to fp32 implicitly, which the strict
+    # promotion mode (this kit's tests) refuses; the promotion is jax's, so allow it there.
+    with precision_scope(precision), jax.numpy_dtype_promotion("standard"):
+        out = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=mask, scale=scale,
+                                           is_causal=causal, implementation=implementation)
+    return out.astype(v.dtype)

@@ -9,10 +9,11 @@ reads UTF-8 sentences, one per line (standard input, or --input FILE), and write
     jaxformer flops --d-model 768 --heads 12 --ffn 3072 --seq-len 512 [--attention linear] \
         [--batch N] [--no-xla] [--json]
 
-prints one layer's forward FLOPs per operation (`jaxformer.flops`, 2 per multiply-add), XLA's
-compiled count of the same layer (`xla_flops`) and post 8610's crossover lengths.
+prints one layer's forward FLOPs per operation (`jaxformer.flops`, 2 per multiply-add), the
+matmul FLOPs of the same layer's lowered StableHLO (`hlo_flops`, the same on every backend), XLA's
+compiled count (`xla_flops`) and post 8610's crossover lengths.
 
-    jaxformer bench [--suite quick|full] [--out results] [--only SECTION ...] [--dtype DTYPE]
+    jaxformer bench [--suite quick|full] [--out results] [--only SECTION ...] [--precision POLICY ...]
 
 runs the benchmark suite (`benchmarks/suite.py`; `make bench`): writes
 ``results/<device>/bench.json``, ``report.md`` and PNGs, and prints the tables and the goals.
@@ -121,7 +122,7 @@ def _flops(args: argparse.Namespace) -> int:
     head_dim = args.d_model // args.heads
     crossover = crossover_lengths(args.d_model, args.heads, args.ffn,
                                   feature_dim=head_dim if args.attention == "linear" else None)
-    measured = None if args.no_xla else _xla_layer_flops(args)
+    hlo, measured = _layer_counts(args)
     report = {
         "shape": {"d_model": args.d_model, "heads": args.heads, "ffn": args.ffn,
                   "seq_len": args.seq_len, "batch": args.batch, "attention": args.attention},
@@ -130,6 +131,10 @@ def _flops(args: argparse.Namespace) -> int:
         "per_op": lines["matmul"],
         "elementwise": lines["elementwise"],
         "analytic_with_elementwise": lines["matmul_total"] + lines["elementwise_total"],
+        "hlo_flops": hlo.flops,
+        "hlo_ratio": hlo.flops / lines["matmul_total"],
+        "hlo_reliable": hlo.reliable,
+        "hlo_note": hlo.reason,
         "xla_flops": None if measured is None else measured.flops,
         "xla_reliable": None if measured is None else measured.reliable,
         "xla_note": None if measured is None else measured.reason,
@@ -145,6 +150,8 @@ def _flops(args: argparse.Namespace) -> int:
             print(f"  {op:<22}{value:>16,.0f}")
     print(f"  {'matmul total':<22}{report['analytic_flops']:>16,.0f}   (Su's count x2)")
     print(f"  {'with elementwise':<22}{report['analytic_with_elementwise']:>16,.0f}")
+    print(f"  {'StableHLO matmuls':<22}{hlo.flops:>16,.0f}   ({report['hlo_ratio']:.4f} of "
+          "matmul total)" + ("" if hlo.reliable else f"   [{hlo.reason}]"))
     if measured is not None:
         flops = "n/a" if measured.flops is None else f"{measured.flops:,.0f}"
         ratio = ("" if measured.flops is None
@@ -156,12 +163,14 @@ def _flops(args: argparse.Namespace) -> int:
     return 0
 
 
-def _xla_layer_flops(args: argparse.Namespace):  # noqa: ANN202
+def _layer_counts(args: argparse.Namespace):  # noqa: ANN202
+    """The layer's StableHLO matmul count (lowered only) and, unless ``--no-xla``, XLA's count of
+    the same lowering, compiled."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxformer.flops import xla_flops
+    from jaxformer.flops import hlo_cost, xla_cost
     from jaxformer.models.config import EncoderConfig
     from jaxformer.models.encoder import Block
 
@@ -170,7 +179,9 @@ def _xla_layer_flops(args: argparse.Namespace):  # noqa: ANN202
                         linear_mode="parallel", max_position_embeddings=max(args.seq_len, 1))
     graphdef, params = nnx.split(Block(cfg, rngs=nnx.Rngs(0)))
     x = jax.ShapeDtypeStruct((args.batch, args.seq_len, args.d_model), jnp.float32)
-    return xla_flops(lambda p, h: nnx.merge(graphdef, p)(h, mask=None, deterministic=True), params, x)
+    lowered = jax.jit(lambda p, h: nnx.merge(graphdef, p)(h, mask=None, deterministic=True)
+                      ).lower(params, x)
+    return hlo_cost(lowered), None if args.no_xla else xla_cost(lowered.compile())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,14 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"force a progress bar (default: on for >= {PROGRESS_THRESHOLD} lines)")
     embed.add_argument("--no-progress", dest="progress", action="store_false")
     embed.set_defaults(func=_embed)
-    flops = sub.add_parser("flops", help="analytic and XLA FLOPs of one encoder layer, and crossovers")
+    flops = sub.add_parser("flops", help="analytic, StableHLO and XLA FLOPs of one encoder layer, "
+                           "and crossovers")
     flops.add_argument("--d-model", type=int, required=True, help="E, the model width")
     flops.add_argument("--heads", type=int, required=True, help="H, attention heads")
     flops.add_argument("--ffn", type=int, required=True, help="F, the FFN width")
     flops.add_argument("--seq-len", type=int, required=True, help="T, tokens")
     flops.add_argument("--batch", type=int, default=1, help="B (default 1)")
     flops.add_argument("--attention", choices=("softmax", "linear"), default="softmax")
-    flops.add_argument("--no-xla", action="store_true", help="skip compiling the layer")
+    flops.add_argument("--no-xla", action="store_true",
+                       help="skip compiling the layer (the StableHLO count only lowers it)")
     flops.add_argument("--json", action="store_true", help="print one JSON object")
     flops.set_defaults(func=_flops)
     sub.add_parser("bench", add_help=False,

@@ -38,7 +38,11 @@ XLA's count (:func:`xla_flops`) comes from ``Compiled.cost_analysis()``, which w
 in older JAX and is a dict in 0.10, may be None or -1 on some GPUs, and counts the body of a
 ``while`` loop (``lax.scan``, ``fori_loop``) once. :func:`xla_flops` therefore reads every form and
 flags any loop it finds in the optimised HLO with its trip count, rather than returning a
-silently undercounted figure.
+silently undercounted figure. On a GPU it also misses the dots XLA hands to cuBLAS/cuDNN.
+
+:func:`hlo_flops` / :func:`hlo_cost` (``jaxformer.hlo_flops``, re-exported here) count the
+matmuls of the *lowered* StableHLO instead, before XLA rewrites anything: the same number on every
+backend, loop bodies times their trip counts, comparable with ``layer_flops(...)["matmul_total"]``.
 """
 
 import dataclasses
@@ -49,6 +53,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+
+# Re-exported: the backend-independent count lives in its own module (one concept per file).
+from jaxformer.hlo_flops import HloFlops, hlo_cost, hlo_flops, stablehlo_cost  # noqa: F401
 
 CONVENTIONS = ("kit", "su", "palm", "maxtext")
 ATTENTIONS = ("softmax", "linear")

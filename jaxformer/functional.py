@@ -11,6 +11,8 @@ Every broadcast here is written out with an explicit reshape, because the test s
 """
 
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable
 
@@ -20,6 +22,39 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxformer.random_bits import hash_bits, hash_index, keep_threshold
+
+
+# `precision=` of a matmul: None defers to jax's `jax_default_matmul_precision` config (the
+# backend's default when unset: TF32 for fp32 on NVIDIA GPUs, one bf16 pass on TPU); a name or a
+# `jax.lax.Precision` pins it. Every matmul-bearing kernel of the kit takes one.
+Precision = str | jax.lax.Precision | None
+PRECISION_NAMES = {"default": None, "high": jax.lax.Precision.HIGH,
+                   "highest": jax.lax.Precision.HIGHEST}
+
+
+def resolve_precision(precision: Precision) -> jax.lax.Precision | None:
+    """The `jax.lax.Precision` (or None) for a kit precision: ``"default"`` / None (jax's
+    configured default), ``"high"``, ``"highest"``, or a `jax.lax.Precision` as is."""
+    if precision is None or isinstance(precision, jax.lax.Precision):
+        return precision
+    if precision in PRECISION_NAMES:
+        return PRECISION_NAMES[precision]
+    raise ValueError(f"precision must be one of {list(PRECISION_NAMES)}, a jax.lax.Precision "
+                     f"or None, got {precision!r}")
+
+
+_SCOPE_NAMES = {jax.lax.Precision.DEFAULT: "default", jax.lax.Precision.HIGH: "high",
+                jax.lax.Precision.HIGHEST: "highest"}
+
+
+def precision_scope(precision: Precision) -> contextlib.AbstractContextManager:
+    """A context under which every matmul traced with ``precision=None`` runs at `precision`
+    (`jax.default_matmul_precision`); a no-op for None / ``"default"``. For kernels with many
+    internal einsums (linear attention, the logistic-regression statistics)."""
+    resolved = resolve_precision(precision)
+    if resolved is None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(_SCOPE_NAMES[resolved])
 
 
 def compute_dtype(dtype: object) -> jnp.dtype:
@@ -35,12 +70,14 @@ def _lift(v: Array, ndim: int) -> Array:
 
 def dense(
     x: Float[Array, "*batch I"], kernel: Float[Array, "I O"], bias: Float[Array, " O"] | None,
-    *, multiplier: float = 1.0,
+    *, multiplier: float = 1.0, precision: Precision = None,
 ) -> Float[Array, "*batch O"]:
     """Affine map ``multiplier * (x @ kernel) + bias`` on the last axis. `kernel` is `[in, out]`
     (JAX layout). ``multiplier`` is the parametrization's constant: 1 in the standard one,
-    ``1/sqrt(I)`` in the NTK one (post 8: ``y_j = b_j + (1/√m) Σ_i x_i w_ij``, w ~ N(0, 1))."""
-    y = jnp.einsum("...i,io->...o", x, kernel.astype(x.dtype))
+    ``1/sqrt(I)`` in the NTK one (post 8: ``y_j = b_j + (1/√m) Σ_i x_i w_ij``, w ~ N(0, 1)).
+    The kernel and bias are cast to x's dtype (the compute dtype of mixed precision)."""
+    y = jnp.einsum("...i,io->...o", x, kernel.astype(x.dtype),
+                   precision=resolve_precision(precision))
     if multiplier != 1.0:
         y = y * jnp.asarray(multiplier, y.dtype)
     if bias is not None:
@@ -85,6 +122,51 @@ def rms_norm(
     if scale is not None:
         y = y * _lift(scale.astype(jnp.float32), y.ndim)
     return y.astype(x.dtype)
+
+
+# Tables with at most this many rows (segment tables) take their gradient as a one-hot matmul.
+ONE_HOT_GRAD_ROWS = 64
+
+
+def embedding_lookup(table: Float[Array, "V E"], ids: Array) -> Float[Array, "*batch E"]:
+    """Rows of `table` at integer `ids` (any shape); out-of-range ids give NaN rows (inside
+    `jit`, where a Python check is impossible) and no gradient.
+
+    The gradient is accumulated in fp32 and then cast to the table's dtype, rather than the
+    scatter-add in the table's dtype that the gradient of `jnp.take` is: on a GPU a bf16 table
+    turns that scatter into compare-and-swap loops on 16-bit words, and a segment table (2 rows,
+    every token hitting one of them) serialises all B·T updates on the same addresses. Tables of
+    up to `ONE_HOT_GRAD_ROWS` rows use a one-hot matmul ``onehot(ids)ᵀ g`` instead of a scatter.
+    """
+    return _lookup(table, ids, (table.shape[0], jnp.dtype(table.dtype).name))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _lookup(table: Array, ids: Array, spec: tuple[int, str]) -> Array:
+    del spec
+    return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def _lookup_fwd(table: Array, ids: Array, spec: tuple[int, str]) -> tuple[Array, Array]:
+    return _lookup(table, ids, spec), ids
+
+
+def _lookup_bwd(spec: tuple[int, str], ids: Array, g: Array) -> tuple[Array, None]:
+    rows, dtype = spec
+    flat = ids.reshape(-1)
+    flat = jnp.where(flat < 0, flat + rows, flat)  # `jnp.take` reads ids in [-V, 0) from the end
+    gf = g.reshape(flat.shape[0], g.shape[-1]).astype(jnp.float32)
+    if rows <= ONE_HOT_GRAD_ROWS:
+        onehot = (flat[:, None] == jnp.arange(rows, dtype=flat.dtype)[None, :]).astype(jnp.float32)
+        grad = jnp.einsum("NV,NE->VE", onehot, gf, precision=jax.lax.Precision.HIGHEST)
+    else:
+        in_range = (flat >= 0) & (flat < rows)
+        grad = jnp.zeros((rows, g.shape[-1]), jnp.float32).at[jnp.where(in_range, flat, rows)].add(
+            gf, mode="drop")
+    return grad.astype(dtype), None
+
+
+_lookup.defvjp(_lookup_fwd, _lookup_bwd)
 
 
 def gelu_erf(x: Array) -> Array:
@@ -175,11 +257,13 @@ def feed_forward(
     *,
     act: Callable[[Array], Array],
     multipliers: tuple[float, float] = (1.0, 1.0),
+    precision: Precision = None,
 ) -> Float[Array, "*batch E"]:
     """Position-wise FFN ``act(x W1 + b1) W2 + b2`` (Vaswani et al. 2017, eq. 2); `multipliers`
     are the two `dense` multipliers (NTK parametrization)."""
     m_in, m_out = multipliers
-    return dense(act(dense(x, w_in, b_in, multiplier=m_in)), w_out, b_out, multiplier=m_out)
+    hidden = act(dense(x, w_in, b_in, multiplier=m_in, precision=precision))
+    return dense(hidden, w_out, b_out, multiplier=m_out, precision=precision)
 
 
 def normal_init(std: float) -> Callable[..., Array]:

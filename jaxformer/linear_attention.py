@@ -52,6 +52,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray
 
 from jaxformer.feature_maps import compute_dtype, resolve_feature_map
+from jaxformer.functional import Precision, precision_scope
 from jaxformer.rope import apply_rope
 
 MODES = ("auto", "parallel", "chunked", "scan", "quadratic")
@@ -339,6 +340,7 @@ def linear_attention(
     rope_positions: Array | None = None,
     rope_options: Mapping[str, Any] | None = None,
     feature_key: PRNGKeyArray | None = None,
+    precision: Precision = None,
 ) -> Float[Array, "B T H K"] | tuple[Float[Array, "B T H K"], LinearState]:
     # Array arguments are annotated plain `Array`: `_check_inputs` names the argument, the
     # expected and the actual shape, which a generic type-check error would pre-empt.
@@ -364,64 +366,67 @@ def linear_attention(
         φ(k) with `jaxformer.rope.apply_rope` (requires even M).
       rope_options: keyword arguments for `apply_rope` (``layout``, ``base``, ``sections``, ...).
       feature_key: PRNG key for ``feature_map="favor+"``.
+      precision: ``precision=`` of every matmul (`jaxformer.functional.resolve_precision`;
+        None follows jax's configured default).
 
     Returns:
       ``[B, T, H, K]`` in ``v.dtype``, and the final state when ``return_state``.
     """
-    _check_inputs(q, k, v, causal=causal, mode=mode, normalize=normalize, chunk_size=chunk_size,
-                  mask=mask, segment_ids=segment_ids, initial_state=initial_state)
-    b, t, h, d = q.shape
-    kdim = v.shape[-1]
-    if mode == "auto":
-        mode = auto_mode(causal=causal, length=t)
-    eps = DEFAULT_EPS[normalize] if eps is None else float(eps)
-    phi_q, phi_k = resolve_feature_map(feature_map, head_dim=d, key=feature_key)
-    fq, fk = phi_q(q), phi_k(k)
-    if fq.shape[:3] != q.shape[:3] or fk.shape[:3] != k.shape[:3] or fq.shape[-1] != fk.shape[-1]:
-        raise ValueError(f"feature_map must map [B, T, H, D] to [B, T, H, M] with one M for q and k; "
-                         f"got {tuple(fq.shape)} for q and {tuple(fk.shape)} for k")
-    f = fq.shape[-1]
-    if mask is not None:
-        keep = mask if mask.dtype == jnp.bool_ else mask != jnp.zeros((), mask.dtype)
-        fk = jnp.where(keep[:, :, None, None], fk, jnp.zeros((), fk.dtype))
-    doc = None
-    if segment_ids is not None:
-        change = jnp.concatenate([jnp.zeros((b, 1), jnp.int32),
-                                  (segment_ids[:, 1:] != segment_ids[:, :-1]).astype(jnp.int32)], axis=1)
-        doc = jnp.cumsum(change, axis=1)
-    acc = compute_dtype(v.dtype)  # fp32, or float64 for float64 inputs
-    if initial_state is None:
-        c0 = init_state(b, h, f, kdim, dtype=acc)
-    else:
-        _check_state(initial_state, b=b, h=h, f=f, kdim=kdim)
-        c0 = LinearState(*(x.astype(acc) for x in initial_state))
-    heads_first = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  [B, T, H, X] -> [B, H, T, X]
-    run = lambda a_, b_, c_, s0: _product(a_, b_, c_, s0, doc, causal=causal, mode=mode,  # noqa: E731
-                                          chunk=chunk_size)
-    vh = heads_first(v)
-    need_den = normalize == "divide"
-    if rope_positions is None:
-        a, bk = heads_first(fq), heads_first(fk)
-        if need_den or return_state:  # one pass: the denominator is the value column of ones
-            ones = jnp.ones(vh.shape[:3] + (1,), vh.dtype)
-            s0 = jnp.concatenate([c0.kv, c0.z[..., None]], axis=-1)
-            both, st = run(a, bk, jnp.concatenate([vh, ones], axis=-1), s0)
-            num, den, state = both[..., :kdim], both[..., kdim:], LinearState(st[..., :kdim], st[..., kdim])
+    with precision_scope(precision):
+        _check_inputs(q, k, v, causal=causal, mode=mode, normalize=normalize, chunk_size=chunk_size,
+                      mask=mask, segment_ids=segment_ids, initial_state=initial_state)
+        b, t, h, d = q.shape
+        kdim = v.shape[-1]
+        if mode == "auto":
+            mode = auto_mode(causal=causal, length=t)
+        eps = DEFAULT_EPS[normalize] if eps is None else float(eps)
+        phi_q, phi_k = resolve_feature_map(feature_map, head_dim=d, key=feature_key)
+        fq, fk = phi_q(q), phi_k(k)
+        if fq.shape[:3] != q.shape[:3] or fk.shape[:3] != k.shape[:3] or fq.shape[-1] != fk.shape[-1]:
+            raise ValueError(f"feature_map must map [B, T, H, D] to [B, T, H, M] with one M for q and k; "
+                             f"got {tuple(fq.shape)} for q and {tuple(fk.shape)} for k")
+        f = fq.shape[-1]
+        if mask is not None:
+            keep = mask if mask.dtype == jnp.bool_ else mask != jnp.zeros((), mask.dtype)
+            fk = jnp.where(keep[:, :, None, None], fk, jnp.zeros((), fk.dtype))
+        doc = None
+        if segment_ids is not None:
+            change = jnp.concatenate([jnp.zeros((b, 1), jnp.int32),
+                                      (segment_ids[:, 1:] != segment_ids[:, :-1]).astype(jnp.int32)], axis=1)
+            doc = jnp.cumsum(change, axis=1)
+        acc = compute_dtype(v.dtype)  # fp32, or float64 for float64 inputs
+        if initial_state is None:
+            c0 = init_state(b, h, f, kdim, dtype=acc)
         else:
-            (num, _), den, state = run(a, bk, vh, c0.kv), None, None
-    else:
-        if f % 2:
-            raise ValueError(f"RoPE on linear-attention features needs an even feature dim M, got M={f}")
-        rot = lambda x: apply_rope(x, rope_positions, **dict(rope_options or {}))  # noqa: E731
-        num, st = run(heads_first(rot(fq)), heads_first(rot(fk)), vh, c0.kv)
-        a, bk = heads_first(fq), heads_first(fk)
-        den, state = None, None
-        if need_den or return_state:
-            den, zs = run(a, bk, jnp.ones(vh.shape[:3] + (1,), vh.dtype), c0.z[..., None])
-            state = LinearState(st, zs[..., 0])
-    den = den if need_den else None
-    out = jnp.swapaxes(_finish(num, den, normalize=normalize, eps=eps, dtype=v.dtype), 1, 2)
-    return (out, state) if return_state else out
+            _check_state(initial_state, b=b, h=h, f=f, kdim=kdim)
+            c0 = LinearState(*(x.astype(acc) for x in initial_state))
+        heads_first = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  [B, T, H, X] -> [B, H, T, X]
+        run = lambda a_, b_, c_, s0: _product(a_, b_, c_, s0, doc, causal=causal, mode=mode,  # noqa: E731
+                                              chunk=chunk_size)
+        vh = heads_first(v)
+        need_den = normalize == "divide"
+        if rope_positions is None:
+            a, bk = heads_first(fq), heads_first(fk)
+            if need_den or return_state:  # one pass: the denominator is the value column of ones
+                ones = jnp.ones(vh.shape[:3] + (1,), vh.dtype)
+                s0 = jnp.concatenate([c0.kv, c0.z[..., None]], axis=-1)
+                both, st = run(a, bk, jnp.concatenate([vh, ones], axis=-1), s0)
+                num, den, state = both[..., :kdim], both[..., kdim:], LinearState(st[..., :kdim], st[..., kdim])
+            else:
+                (num, _), den, state = run(a, bk, vh, c0.kv), None, None
+        else:
+            if f % 2:
+                raise ValueError(f"RoPE on linear-attention features needs an even feature dim M, got M={f}")
+            rot = lambda x: apply_rope(x, rope_positions, **dict(rope_options or {}))  # noqa: E731
+            num, st = run(heads_first(rot(fq)), heads_first(rot(fk)), vh, c0.kv)
+            a, bk = heads_first(fq), heads_first(fk)
+            den, state = None, None
+            if need_den or return_state:
+                den, zs = run(a, bk, jnp.ones(vh.shape[:3] + (1,), vh.dtype), c0.z[..., None])
+                state = LinearState(st, zs[..., 0])
+        den = den if need_den else None
+        out = jnp.swapaxes(_finish(num, den, normalize=normalize, eps=eps, dtype=v.dtype), 1, 2)
+        return (out, state) if return_state else out
 
 
 def step(
@@ -435,13 +440,15 @@ def step(
     eps: float | None = None,
     position: Array | None = None,
     rope_options: Mapping[str, Any] | None = None,
+    precision: Precision = None,
 ) -> tuple[Float[Array, "B H K"], LinearState]:
     """One causal decoding step in O(M·K) memory: add token t to the state, then read it out.
 
     ``q_t, k_t: [B, H, D]``, ``v_t: [B, H, K]``; ``position`` ``[B|1]`` (or ``[B|1, A]``) is the
     token's RoPE position when the attention uses RoPE. Pass a `FavorPlus` (not ``"favor+"``) so
     every step uses the same features. A sequence of steps equals
-    ``linear_attention(..., causal=True)`` token by token.
+    ``linear_attention(..., causal=True)`` token by token. ``precision`` as in
+    `linear_attention`.
     """
     for name, x in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
         if x.ndim != 3:
@@ -464,7 +471,8 @@ def step(
         pos = position[:, None] if position.ndim == 1 else position[:, None, :]
         rot = lambda x: apply_rope(x[:, None], pos, **dict(rope_options or {}))[:, 0]  # noqa: E731
         rq, rk = rot(fq), rot(fk)
-    kv = state.kv + jnp.einsum("bhf,bhk->bhfk", rk, v_t.astype(acc))
-    num = jnp.einsum("bhf,bhfk->bhk", rq, kv)
-    den = jnp.einsum("bhf,bhf->bh", fq, z)[..., None] if normalize == "divide" else None
+    with precision_scope(precision):
+        kv = state.kv + jnp.einsum("bhf,bhk->bhfk", rk, v_t.astype(acc))
+        num = jnp.einsum("bhf,bhfk->bhk", rq, kv)
+        den = jnp.einsum("bhf,bhf->bh", fq, z)[..., None] if normalize == "divide" else None
     return _finish(num, den, normalize=normalize, eps=eps, dtype=v_t.dtype), LinearState(kv, z)

@@ -46,7 +46,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jax.typing import ArrayLike, DTypeLike
 from jaxtyping import Array, Float, Integer
 
-from jaxformer.functional import compute_dtype
+from jaxformer.functional import Precision, compute_dtype, precision_scope, resolve_precision
 
 SHRINKAGES = ("ledoit-wolf",)
 
@@ -88,13 +88,21 @@ def init_stats(num_classes: int, dim: int, dtype: DTypeLike = jnp.float32) -> Cl
 
 
 def batch_stats(x: Float[Array, "N E"], y: Integer[Array, " N"], *, num_classes: int,
-                weights: Float[Array, " N"] | None = None) -> ClassStats:
+                weights: Float[Array, " N"] | None = None,
+                precision: Precision = "highest") -> ClassStats:
     """The statistics of one batch (jit-able; `weights` 0/1 drop padded rows of a last batch).
 
-    Accumulation is in fp32 (float64 for float64 inputs). Labels must lie in ``[0, C)``:
-    checked by `fit_analytic` and `stream_stats` on concrete arrays; inside jit an out-of-range
-    label is dropped by the one-hot.
+    Accumulation is in fp32 (float64 for float64 inputs), and the matmuls run at `precision`,
+    ``"highest"`` by default: XᵀX in TF32 (a GPU's default for fp32) keeps 10 mantissa bits, too
+    few for a covariance that is then inverted. Labels must lie in ``[0, C)``: checked by
+    `fit_analytic` and `stream_stats` on concrete arrays; inside jit an out-of-range label is
+    dropped by the one-hot.
     """
+    with precision_scope(precision):
+        return _batch_stats(x, y, num_classes=num_classes, weights=weights)
+
+
+def _batch_stats(x: Array, y: Array, *, num_classes: int, weights: Array | None) -> ClassStats:
     acc = compute_dtype(x.dtype)
     xf = x.astype(acc)
     one_hot = jax.nn.one_hot(y, num_classes, dtype=acc)  # [N, C]
@@ -198,9 +206,12 @@ class AnalyticModel(NamedTuple):
     coef: Float[Array, "C E"]
     intercept: Float[Array, " C"]
 
-    def logits(self, x: Float[Array, "N E"]) -> Float[Array, "N C"]:
+    def logits(self, x: Float[Array, "N E"], *, precision: Precision = "highest"
+               ) -> Float[Array, "N C"]:
         """``x W^T + b``: the per-class log-joint up to a per-row constant."""
-        return jnp.einsum("NE,CE->NC", x.astype(self.coef.dtype), self.coef) + self.intercept[None, :]
+        z = jnp.einsum("NE,CE->NC", x.astype(self.coef.dtype), self.coef,
+                       precision=resolve_precision(precision))
+        return z + self.intercept[None, :]
 
     def decision_function(self, x: Float[Array, "N E"]) -> Array:
         """``[N]`` log-odds of class 1 for C=2 (scikit-learn's convention), else ``[N, C]``."""
@@ -287,12 +298,20 @@ def _solve_psd(cov: Array, rhs: Array) -> Array:
 
 
 def fit_stats(stats: ClassStats, *, priors: ArrayLike | None = None,
-              shrinkage: float | str | None = None, whiten: bool = False) -> AnalyticModel:
+              shrinkage: float | str | None = None, whiten: bool = False,
+              precision: Precision = "highest") -> AnalyticModel:
     """The closed-form model from statistics (pure, jit-able with static options).
 
     Returns NaN weights when Σ is singular (E > N, duplicated features) and no shrinkage is
     given; `fit_analytic` checks that case on concrete inputs and falls back to Ledoit–Wolf.
+    The matmuls run at `precision` (``"highest"``, as `batch_stats`).
     """
+    with precision_scope(precision):
+        return _fit_stats(stats, priors=priors, shrinkage=shrinkage, whiten=whiten)
+
+
+def _fit_stats(stats: ClassStats, *, priors: ArrayLike | None, shrinkage: float | str | None,
+               whiten: bool) -> AnalyticModel:
     shrinkage = _resolve_shrinkage(shrinkage)
     acc = stats.scatter.dtype
     n = jnp.sum(stats.count)

@@ -37,7 +37,9 @@ def fmix32(h: UInt32[Array, "*shape"]) -> UInt32[Array, "*shape"]:
     return h ^ (h >> jnp.uint32(16))
 
 
-def _key_words(key: Array) -> list[Array]:
+def key_words(key: Array) -> list[Array]:
+    """The uint32 words of a PRNG key's data (typed or raw uint32 key), which the hash mixes in
+    (kernels that draw masks themselves, like the flash-attention kernel, take these)."""
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         # Raw uint32 keys (jax.random.PRNGKey) are still accepted by jax.random; follow it.
         if key.dtype != jnp.uint32:
@@ -68,7 +70,7 @@ def hash_index(key: Array, index: UInt32[Array, "*shape"]) -> UInt32[Array, "*sh
     larger tensor (a tile of queries, say) gets exactly the bits it has in the whole."""
     if index.dtype != jnp.uint32:
         raise TypeError(f"index must be uint32 flat element indices, got dtype {index.dtype}")
-    words = _key_words(key)
+    words = key_words(key)
     h = fmix32(index ^ words[0])
     for w in words[1:]:
         h = fmix32(h + w)

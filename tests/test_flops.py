@@ -170,10 +170,15 @@ def test_cli_flops_json_for_bert_base(capsys):
     assert out["crossover"] == {"attention_exceeds_ffn": 1536.0, "quadratic_dominates": 4608.0}
     assert out["xla_reliable"] is True
     assert abs(out["xla_flops"] / out["analytic_with_elementwise"] - 1) <= BAND
+    # The lowered program's matmuls are exactly the analytic table's (tests/test_hlo_flops.py).
+    assert out["hlo_flops"] == out["analytic_flops"] and out["hlo_ratio"] == 1.0
+    assert out["hlo_reliable"] is True and out["hlo_note"] == ""
     assert main(["flops", "--d-model", "64", "--heads", "4", "--ffn", "256", "--seq-len", "32",
                  "--attention", "linear", "--no-xla"]) == 0
     text = capsys.readouterr().out
     assert "linear_state" in text and "linear_cheaper_than_softmax: n > 16" in text
+    assert "StableHLO matmuls" in text and "(1.0000 of matmul total)" in text
+    assert "XLA cost_analysis" not in text  # --no-xla: lowered, not compiled
 
 
 def test_cli_flops_bad_shape(capsys):

@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "jaxformer"
 FORBIDDEN = {"torch", "transformers", "sentence_transformers"}
 KERNELS = {"functional", "attention", "pooling", "rope", "rope_layouts", "linear_attention", "initializers",
-           "logreg", "flops", "feature_maps", "peaks", "random_bits", "pytree", "residual"}
+           "logreg", "flops", "hlo_flops", "feature_maps", "peaks", "random_bits", "pytree", "residual",
+           "flash_attention"}
 
 
 def layer_of(module: str) -> str:

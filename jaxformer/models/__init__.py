@@ -1,8 +1,12 @@
 """Models: NNX modules that hold parameters and call the kernels."""
 
-from jaxformer.models.config import EncoderConfig
-from jaxformer.models.encoder import ATTENTION_KERNELS, Encoder, EncoderOutput
+from jaxformer.models.attention_kernels import (ATTENTION_KERNELS, attention_path, bind_attention,
+                                                register_attention)
+from jaxformer.models.block_stack import BlockStack
+from jaxformer.models.config import PRECISION_POLICIES, EncoderConfig
+from jaxformer.models.encoder import Encoder, EncoderOutput
 from jaxformer.models.heads import SequenceClassifier, classification_loss
 
-__all__ = ["ATTENTION_KERNELS", "Encoder", "EncoderConfig", "EncoderOutput", "SequenceClassifier",
-           "classification_loss"]
+__all__ = ["ATTENTION_KERNELS", "BlockStack", "Encoder", "EncoderConfig", "EncoderOutput",
+           "PRECISION_POLICIES", "SequenceClassifier", "attention_path", "bind_attention",
+           "classification_loss", "register_attention"]

@@ -8,7 +8,6 @@ rename table rather than logic.
 
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,24 @@ WEIGHT_INITS = ("normal", "truncated_normal", "lecun_normal", "xavier_normal", "
 VARIANCE_SCALING_INITS = ("lecun_normal", "xavier_normal", "he_normal")
 PARAMETRIZATIONS = ("standard", "ntk", "mup")
 ATTENTION_SCALES = ("auto", "sqrt", "t5", "none", "mup")
+# How softmax attention is computed (`jaxformer.models.attention_kernels`): the kit's XLA kernel,
+# `jax.nn.dot_product_attention` (cuDNN's fused kernel on NVIDIA GPUs), the Pallas flash kernel,
+# or "auto" (the fastest measured path for the backend, dtype and whether dropout is on).
+ATTENTION_IMPLS = ("auto", "xla", "fused", "flash")
+# Compute and storage dtypes (Flax's `dtype` / `param_dtype`).
+DTYPES = ("float32", "bfloat16", "float16")
+# `precision=` of every matmul of the model; "default" defers to jax's
+# `jax_default_matmul_precision` (the backend's own default when unset).
+MATMUL_PRECISIONS = ("default", "high", "highest")
+# Rematerialisation of the blocks in the backward pass (`jaxformer.models.block_stack`).
+REMAT_POLICIES = ("none", "block", "dots_saveable", "dots_with_no_batch_dims_saveable")
+# Named (dtype, param_dtype) pairs: the ways users train. "mixed_bf16" is what
+# `torch.autocast(dtype=torch.bfloat16)` does with fp32 parameters.
+PRECISION_POLICIES: dict[str, dict[str, str]] = {
+    "fp32": dict(dtype="float32", param_dtype="float32"),
+    "bf16": dict(dtype="bfloat16", param_dtype="bfloat16"),
+    "mixed_bf16": dict(dtype="bfloat16", param_dtype="float32"),
+}
 # Post 8's residual/norm schemes by name, as `EncoderConfig` overrides: what the moment report,
 # the depth experiment, the notebook and the tests compare.
 RESIDUAL_SCHEMES: dict[str, dict[str, str]] = {
@@ -38,30 +55,6 @@ RESIDUAL_SCHEMES: dict[str, dict[str, str]] = {
     "rezero": dict(norm="none", residual="rezero"),
     "rezero_ramp": dict(norm="none", residual="rezero_ramp"),
 }
-# HF RoFormer hard-codes the rotary base (`RoFormerSinusoidalPositionalEmbedding`).
-HF_ROFORMER_ROPE_BASE = 10000.0
-
-# HF config.json key -> EncoderConfig field.
-_HF_KEYS = {
-    "vocab_size": "vocab_size",
-    "hidden_size": "hidden_size",
-    "num_hidden_layers": "num_layers",
-    "num_attention_heads": "num_heads",
-    "intermediate_size": "intermediate_size",
-    "hidden_act": "hidden_act",
-    "hidden_dropout_prob": "hidden_dropout",
-    "attention_probs_dropout_prob": "attention_dropout",
-    "max_position_embeddings": "max_position_embeddings",
-    "type_vocab_size": "type_vocab_size",
-    "initializer_range": "initializer_range",
-    "layer_norm_eps": "layer_norm_eps",
-    "pad_token_id": "pad_token_id",
-}
-# Extra config.json keys of HF `RoFormerConfig`.
-_HF_ROFORMER_KEYS = {"embedding_size": "embedding_size", "rotary_value": "rotary_value"}
-# HF model_type -> the position scheme it implies.
-MODEL_TYPE_POSITIONS = {"bert": "absolute", "roformer": "rope"}
-SUPPORTED_MODEL_TYPES = tuple(MODEL_TYPE_POSITIONS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,6 +133,27 @@ class EncoderConfig:
         stack compiles and runs several times slower than Post-LN on CPU at 24+ blocks
         (`benchmarks/bench_scan_layers.py`); elsewhere the scan costs a few percent on CPU.
         Needs identical blocks (always true here); a compute option, so it exports to HF.
+      dtype: the compute dtype of activations and matmul inputs (``"float32"``,
+        ``"bfloat16"``, ``"float16"``). LayerNorm statistics, softmax, the losses and the
+        optimiser state stay fp32 whatever it is.
+      param_dtype: the storage dtype of the parameters. ``PRECISION_POLICIES`` names the pairs:
+        ``"fp32"``, ``"bf16"`` (pure bf16) and ``"mixed_bf16"`` (bf16 compute, fp32 parameters,
+        which the train step keeps as master weights); `with_precision` applies one.
+      matmul_precision: ``precision=`` of every matmul: ``"default"`` (jax's
+        ``jax_default_matmul_precision``, else the backend's default: fp32 matmuls run as TF32 on
+        NVIDIA Ampere and later, and as one bf16 pass on TPU), ``"high"`` (TF32 on NVIDIA, three
+        bf16 passes on TPU) or ``"highest"`` (full fp32 everywhere). CPUs compute fp32 at full
+        precision under all three. bf16 inputs are unaffected.
+      attention_impl: how softmax attention runs: ``"xla"`` (`jaxformer.attention.
+        softmax_attention`), ``"fused"`` (`jax.nn.dot_product_attention`: cuDNN's fused kernel
+        on NVIDIA GPUs for bf16/fp16, XLA elsewhere; it cannot drop attention weights, so a
+        training pass with ``attention_dropout > 0`` falls back to ``"xla"``), ``"flash"``
+        (`jaxformer.flash_attention`, Pallas, with the kit's dropout masks) or ``"auto"`` (the
+        fastest path measured for the backend: `jaxformer.models.attention_path` names it).
+      remat: which activations of each block the backward pass recomputes instead of storing:
+        ``"none"``, ``"block"`` (everything but the block inputs), ``"dots_saveable"`` (keep
+        matmul outputs), ``"dots_with_no_batch_dims_saveable"`` (keep only the weight matmuls'
+        outputs, not the attention scores).
     """
 
     vocab_size: int = 30522
@@ -177,6 +191,11 @@ class EncoderConfig:
     attention_scale: str = "auto"
     mup_base_width: int | None = None
     scan_layers: bool = False
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    matmul_precision: str = "default"
+    attention_impl: str = "auto"
+    remat: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -231,6 +250,11 @@ class EncoderConfig:
             "weight_init": WEIGHT_INITS,
             "parametrization": PARAMETRIZATIONS,
             "attention_scale": ATTENTION_SCALES,
+            "dtype": DTYPES,
+            "param_dtype": DTYPES,
+            "matmul_precision": MATMUL_PRECISIONS,
+            "attention_impl": ATTENTION_IMPLS,
+            "remat": REMAT_POLICIES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -255,6 +279,10 @@ class EncoderConfig:
                 or self.linear_chunk_size < 1):
             raise ValueError(
                 f"EncoderConfig.linear_chunk_size must be a positive int, got {self.linear_chunk_size!r}")
+        if self.attention == "linear" and self.attention_impl not in ("auto", "xla"):
+            raise ValueError(
+                f"EncoderConfig.attention_impl={self.attention_impl!r} chooses a softmax "
+                f"implementation; attention='linear' takes 'auto' (or 'xla')")
         if self.attention == "linear" and self.attention_dropout:
             raise ValueError(
                 f"EncoderConfig.attention='linear' has no attention probabilities to drop, so "
@@ -360,6 +388,20 @@ class EncoderConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def with_precision(self, policy: str) -> "EncoderConfig":
+        """A copy with the ``dtype`` / ``param_dtype`` pair of a named policy:
+        ``"fp32"``, ``"bf16"`` or ``"mixed_bf16"`` (`PRECISION_POLICIES`)."""
+        if policy not in PRECISION_POLICIES:
+            raise ValueError(f"precision policy must be one of {list(PRECISION_POLICIES)}, "
+                             f"got {policy!r}")
+        return self.replace(**PRECISION_POLICIES[policy])
+
+    @property
+    def precision_policy(self) -> str:
+        """The name of this config's ``(dtype, param_dtype)`` pair, or ``"custom"``."""
+        pair = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        return next((name for name, p in PRECISION_POLICIES.items() if p == pair), "custom")
+
     # --- presets -------------------------------------------------------------------------
     @classmethod
     def tiny(cls, **overrides: Any) -> "EncoderConfig":
@@ -394,63 +436,13 @@ class EncoderConfig:
                     position="rope", use_pooler=False)
         return cls(**{**base, **overrides})
 
-    # --- Hugging Face config.json --------------------------------------------------------
+    # --- Hugging Face config.json (the rename table lives in `jaxformer.models.hf_config`) ---
     @classmethod
     def from_hf(cls, source: str | Path | dict[str, Any], **overrides: Any) -> "EncoderConfig":
         """Build from an HF ``config.json`` (a path to the file or its directory, or a dict)."""
-        if isinstance(source, dict):
-            raw, where = source, "config dict"
-        else:
-            path = Path(source)
-            if path.is_dir():
-                path = path / "config.json"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"no config.json at {path}: a Hugging Face model directory needs one "
-                    "(model_type, hidden_size, num_hidden_layers, ...)"
-                )
-            try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} is not valid JSON: {err}") from None
-            where = str(path)
-        model_type = raw.get("model_type", "bert")
-        if model_type not in MODEL_TYPE_POSITIONS:
-            by_position = " or ".join(
-                f"{[t for t, p in MODEL_TYPE_POSITIONS.items() if p == pos]} (position={pos!r})"
-                for pos in dict.fromkeys(MODEL_TYPE_POSITIONS.values())
-            )
-            raise ValueError(
-                f"{where}: model_type={model_type!r} is not supported; expected one of {by_position}"
-            )
-        fields = {ours: raw[theirs] for theirs, ours in _HF_KEYS.items() if theirs in raw}
-        if model_type == "roformer":
-            # Where RoFormerConfig's defaults differ from BertConfig's (= ours).
-            fields = {"vocab_size": 50000, "max_position_embeddings": 1536, **fields}
-            for flag in ("is_decoder", "add_cross_attention"):
-                if raw.get(flag):
-                    raise ValueError(
-                        f"{where}: {flag}=true is not supported; jaxformer's RoFormer is an encoder"
-                    )
-            fields.update({ours: raw[theirs] for theirs, ours in _HF_ROFORMER_KEYS.items()
-                           if raw.get(theirs) is not None})
-            if fields.get("embedding_size") == fields.get("hidden_size", cls.hidden_size):
-                fields.pop("embedding_size")  # HF writes E_emb = E explicitly; ours says None
-            # RoFormerModel has no pooler; HF's rotary base and pair layout are fixed.
-            fields.update(position="rope", use_pooler=False, rope_base=HF_ROFORMER_ROPE_BASE,
-                          rope_layout="interleaved")
-        else:
-            pos_type = raw.get("position_embedding_type", "absolute")
-            if pos_type != "absolute":
-                raise ValueError(
-                    f"{where}: position_embedding_type={pos_type!r} is not supported; expected 'absolute'"
-                )
-        if fields.get("pad_token_id") is None:
-            fields.pop("pad_token_id", None)
-        try:
-            return cls(**{**fields, **overrides})
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+        from jaxformer.models.hf_config import config_from_hf
+
+        return config_from_hf(cls, source, **overrides)
 
     @property
     def hf_model_type(self) -> str:
@@ -464,34 +456,6 @@ class EncoderConfig:
         Raises:
           ValueError: naming the field when the config has no HF equivalent.
         """
-        hf_class = "RoFormerModel" if self.position == "rope" else "BertModel"
-        if self.position == "rope_mixed" or self.rope_axes != 1:
-            raise ValueError(
-                f"EncoderConfig.position={self.position!r} with rope_axes={self.rope_axes} has no "
-                "HF equivalent; only position='absolute' or 'rope' with rope_axes=1 exports"
-            )
-        unsupported = {"norm": (self.norm, "post"), "attention": (self.attention, "softmax"),
-                       "causal": (self.causal, False), "norm_type": (self.norm_type, "layernorm"),
-                       "residual": (self.residual, "standard"),
-                       "parametrization": (self.parametrization, "standard"),
-                       "attention_scale": (self.resolved_attention_scale, "sqrt")}
-        if self.position == "rope":
-            unsupported.update(use_pooler=(self.use_pooler, False),
-                               rope_layout=(self.rope_layout, "interleaved"),
-                               rope_base=(self.rope_base, HF_ROFORMER_ROPE_BASE))
-        else:
-            unsupported["embedding_size"] = (self.embedding_width, self.hidden_size)
-        for name, (value, only) in unsupported.items():
-            if value != only:
-                raise ValueError(
-                    f"EncoderConfig.{name}={getattr(self, name)!r} has no HF {hf_class} "
-                    f"equivalent; only {name}={only!r} exports"
-                )
-        out: dict[str, Any] = {"model_type": self.hf_model_type, "architectures": [hf_class]}
-        out.update({theirs: getattr(self, ours) for theirs, ours in _HF_KEYS.items()})
-        if self.position == "rope":
-            out.update(embedding_size=self.embedding_width, rotary_value=self.rotary_value,
-                       is_decoder=False)
-        else:
-            out["position_embedding_type"] = "absolute"
-        return out
+        from jaxformer.models.hf_config import config_to_hf
+
+        return config_to_hf(self)

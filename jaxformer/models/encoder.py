@@ -34,20 +34,14 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Integer, PRNGKeyArray, Real
 
 from jaxformer import functional as F
-from jaxformer.attention import AttentionKernel, causal_mask, padding_mask, softmax_attention
-from jaxformer.linear_attention import linear_attention
+from jaxformer.attention import padding_mask
+from jaxformer.models.attention_kernels import bind_attention
+from jaxformer.models.block_stack import BlockStack
 from jaxformer.models.config import ROTARY_POSITIONS, EncoderConfig
-from jaxformer.models.modules import Dense, Embedding, norm_layer, split_key
-from jaxformer.models.parametrization import (ResidualGate, embedding_init, kernel_init,
-                                              kernel_multiplier)
+from jaxformer.models.modules import Embedding, split_key
+from jaxformer.models.parametrization import ResidualGate, dense, embedding_init, norm
 from jaxformer.residual import residual_add
-from jaxformer.rope import apply_rope, rope_mixed_init
-
-# config.attention -> kernel with the `AttentionKernel` signature. RoPE is a `position` value:
-# it rotates q and k before these kernels run. `attention="linear"` is not in this table: it
-# takes its options from the config and applies RoPE itself, to the numerator's features only
-# (`SelfAttention._linear`).
-ATTENTION_KERNELS: dict[str, AttentionKernel] = {"softmax": softmax_attention}
+from jaxformer.rope import rope_mixed_init
 
 
 class EncoderOutput(NamedTuple):
@@ -131,16 +125,16 @@ class Embeddings(nnx.Module):
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         init = embedding_init(cfg)
         width = cfg.embedding_width
-        self.word = Embedding(cfg.vocab_size, width, init=init, rngs=rngs)
-        self.position = (Embedding(cfg.max_position_embeddings, width, init=init, rngs=rngs)
-                         if cfg.position == "absolute" else None)
-        self.token_type = (Embedding(cfg.type_vocab_size, width, init=init, rngs=rngs)
-                           if cfg.type_vocab_size > 0 else None)
-        self.norm = norm_layer(cfg.norm_type, width, eps=cfg.layer_norm_eps)
+        table = lambda n: Embedding(n, width, init=init, rngs=rngs,  # noqa: E731
+                                    param_dtype=jnp.dtype(cfg.param_dtype))
+        self.word = table(cfg.vocab_size)
+        self.position = table(cfg.max_position_embeddings) if cfg.position == "absolute" else None
+        self.token_type = table(cfg.type_vocab_size) if cfg.type_vocab_size > 0 else None
+        self.norm = norm(cfg, width)
         self.dropout_rate = cfg.hidden_dropout
+        self.dtype = cfg.dtype
         # HF RoFormer's `embeddings_project`: after LayerNorm and dropout, as there.
-        self.project = (Dense(width, cfg.hidden_size, init=kernel_init(cfg, "embedding_project"),
-                              multiplier=kernel_multiplier(cfg, width), rngs=rngs)
+        self.project = (dense(cfg, width, cfg.hidden_size, "embedding_project", rngs=rngs)
                         if width != cfg.hidden_size else None)
 
     def __call__(
@@ -161,52 +155,38 @@ class Embeddings(nnx.Module):
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
             h = h + self.token_type(token_type_ids)
-        h = self.norm(h)
+        # The sum and its LayerNorm in the tables' dtype (statistics fp32 anyway), then the
+        # compute dtype from here on.
+        h = self.norm(h).astype(self.dtype)
         h = F.dropout(h, self.dropout_rate, key=key, deterministic=deterministic)
         return h if self.project is None else self.project(h)
 
 
 class SelfAttention(nnx.Module):
-    """Multi-head self-attention: project to q, k, v ``[B, T, H, D]``, call the kernel, project back.
+    """Multi-head self-attention: project to q, k, v ``[B, T, H, D]``, call the bound kernel,
+    project back.
 
-    With ``position="rope"``, q and k (and v when ``rotary_value``) are rotated by
-    `jaxformer.rope.apply_rope` at ``positions`` between the reshape and the kernel, over the
-    full head dim, so the scores depend on positions only through their differences.
+    The kernel is `jaxformer.models.bind_attention(cfg)`: softmax (XLA, fused or flash, by
+    ``attention_impl``) or linear attention, with RoPE, causality, dropout and precision bound
+    from the config (`jaxformer.models.attention_kernels`); the block knows none of them by name.
     ``position="rope_mixed"`` holds a learned ``rope_freqs`` Param ``[H, A, D/2]`` and passes it
-    to `apply_rope` as ``freqs=`` (pair i of head h turns by ``sum_a p_a F[h, a, i]``).
-
-    ``causal=True`` adds the lower-triangular mask (softmax) or runs the causal form (linear).
-    With ``attention="linear"`` the mask must be a key-padding mask ``[B, 1, 1, S]`` and RoPE
-    rotates φ(q), φ(k) in the numerator only (Su's recipe, RoFormer §3.3).
+    to the kernel as ``freqs`` (pair i of head h turns by ``sum_a p_a F[h, a, i]``).
     """
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         e = cfg.hidden_size
-        dense = lambda role: Dense(e, e, init=kernel_init(cfg, role),  # noqa: E731
-                                   multiplier=kernel_multiplier(cfg, e), rngs=rngs)
-        self.query = dense("query")
-        self.key = dense("key")
-        self.value = dense("value")
-        self.output = dense("attention_output")
-        # 1/√D, or 1 when T5 folds it into the q init (or post 8's bug), or μP's √D_base/D.
-        self.logit_scale = cfg.logit_scale
+        self.query = dense(cfg, e, e, "query", rngs=rngs)
+        self.key = dense(cfg, e, e, "key", rngs=rngs)
+        self.value = dense(cfg, e, e, "value", rngs=rngs)
+        self.output = dense(cfg, e, e, "attention_output", rngs=rngs)
         self.num_heads = cfg.num_heads
-        self.kernel_name = cfg.attention
-        self.dropout_rate = cfg.attention_dropout
-        self.rope = cfg.position in ROTARY_POSITIONS
-        self.rope_axes = cfg.rope_axes
+        # A frozen (hashable) dataclass: static in the graph, and the key `bind_attention`
+        # caches the bound kernel under.
+        self.config = cfg
         # Drawn after the projections, so configs without it keep their init stream.
         self.rope_freqs = (nnx.Param(rope_mixed_init(
             rngs.params(), num_heads=cfg.num_heads, axes=cfg.rope_axes, rotary_dim=cfg.head_dim,
             base=cfg.rope_base)) if cfg.position == "rope_mixed" else None)
-        self.rope_layout = cfg.rope_layout
-        self.rope_base = cfg.rope_base
-        self.rotary_value = cfg.rotary_value
-        self.causal = cfg.causal
-        # A tuple of pairs, not a dict: NNX would treat a dict attribute as a graph node.
-        self.linear_options = (("feature_map", cfg.linear_feature_map),
-                               ("normalize", cfg.linear_normalize), ("mode", cfg.linear_mode),
-                               ("chunk_size", cfg.linear_chunk_size))
 
     def __call__(
         self,
@@ -222,48 +202,11 @@ class SelfAttention(nnx.Module):
         b, t, e = x.shape
         heads = lambda y: y.reshape(b, t, self.num_heads, e // self.num_heads)  # noqa: E731
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        if self.rope:
-            if positions is None:
-                if self.rope_axes != 1:
-                    raise ValueError(
-                        f"positions must be given as [B|1, T, A={self.rope_axes}] for rope_axes="
-                        f"{self.rope_axes} (e.g. the (row, col) of each patch), got None")
-                positions = jnp.arange(t, dtype=jnp.int32)[None, :]
-            want_axes = 1 if positions.ndim == 2 else positions.shape[-1]
-            if want_axes != self.rope_axes:
-                raise ValueError(
-                    f"positions have shape {tuple(positions.shape)} (A={want_axes} axes); expected "
-                    f"[B|1, T{'' if self.rope_axes == 1 else f', {self.rope_axes}'}] for "
-                    f"rope_axes={self.rope_axes}")
-            freqs = "geometric" if self.rope_freqs is None else self.rope_freqs[...]
-            rope_options = dict(layout=self.rope_layout, base=self.rope_base, freqs=freqs)
-            rotate = lambda y: apply_rope(y, positions, **rope_options)  # noqa: E731
-            if self.kernel_name != "linear":
-                q, k = rotate(q), rotate(k)
-            if self.rotary_value:
-                v = rotate(v)
-        if self.kernel_name == "linear":
-            out = self._linear(q, k, v, mask, positions if self.rope else None,
-                               rope_options if self.rope else None)
-        else:
-            if self.causal:
-                mask = causal_mask(t) if mask is None else mask & causal_mask(t)
-            kernel = ATTENTION_KERNELS[self.kernel_name]
-            out = kernel(q, k, v, mask=mask, dropout_rate=self.dropout_rate, key=key,
-                         deterministic=deterministic, scale=self.logit_scale)
+        attend = bind_attention(self.config)
+        out = attend(q, k, v, mask=mask, positions=positions,
+                     freqs=None if self.rope_freqs is None else self.rope_freqs[...],
+                     key=key, deterministic=deterministic)
         return self.output(out.reshape(b, t, e))
-
-    def _linear(self, q, k, v, mask, positions, rope_options):  # noqa: ANN001, ANN202
-        key_mask = None
-        if mask is not None:
-            if mask.ndim != 4 or mask.shape[1:3] != (1, 1):
-                raise ValueError(
-                    f"attention='linear' takes a key-padding mask [B, 1, 1, S], got shape "
-                    f"{tuple(mask.shape)}; use causal=True in the config for causal attention")
-            key_mask = jnp.broadcast_to(mask[:, 0, 0, :], (q.shape[0], k.shape[1]))
-        return linear_attention(q, k, v, causal=self.causal, mask=key_mask,
-                                rope_positions=positions, rope_options=rope_options,
-                                **dict(self.linear_options))
 
 
 class FeedForward(nnx.Module):
@@ -271,17 +214,17 @@ class FeedForward(nnx.Module):
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         e, f = cfg.hidden_size, cfg.intermediate_size
-        self.intermediate = Dense(e, f, init=kernel_init(cfg, "ffn_in"),
-                                  multiplier=kernel_multiplier(cfg, e), rngs=rngs)
-        self.output = Dense(f, e, init=kernel_init(cfg, "ffn_out"),
-                            multiplier=kernel_multiplier(cfg, f), rngs=rngs)
+        self.intermediate = dense(cfg, e, f, "ffn_in", rngs=rngs)
+        self.output = dense(cfg, f, e, "ffn_out", rngs=rngs)
         self.act_name = cfg.hidden_act
+        self.precision = cfg.matmul_precision
 
     def __call__(self, x: Float[Array, "B T E"]) -> Float[Array, "B T E"]:
         return F.feed_forward(
             x, self.intermediate.kernel[...], self.intermediate.bias[...],
             self.output.kernel[...], self.output.bias[...], act=F.activation(self.act_name),
             multipliers=(self.intermediate.multiplier, self.output.multiplier),
+            precision=self.precision,
         )
 
 
@@ -301,18 +244,17 @@ class Block(nnx.Module):
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         e = cfg.hidden_size
         self.attention = SelfAttention(cfg, rngs=rngs)
-        self.attention_norm = (norm_layer(cfg.norm_type, e, eps=cfg.layer_norm_eps)
-                               if cfg.norm != "none" else None)
+        self.attention_norm = norm(cfg, e) if cfg.norm != "none" else None
         self.ffn = FeedForward(cfg, rngs=rngs)
-        self.ffn_norm = (norm_layer(cfg.norm_type, e, eps=cfg.layer_norm_eps)
-                         if cfg.norm != "none" else None)
+        self.ffn_norm = norm(cfg, e) if cfg.norm != "none" else None
         self.norm_position = cfg.norm
         self.dropout_rate = cfg.hidden_dropout
         self.residual_alpha = cfg.deepnorm_alpha_beta[0]
         # ReZero's α per sub-layer, 0 at init: learned (a Param) or ramped (a ResidualGate).
         gate = {"rezero": nnx.Param, "rezero_ramp": ResidualGate}.get(cfg.residual)
-        self.attention_gate = None if gate is None else gate(jnp.zeros((), jnp.float32))
-        self.ffn_gate = None if gate is None else gate(jnp.zeros((), jnp.float32))
+        zero = jnp.zeros((), jnp.dtype(cfg.param_dtype))
+        self.attention_gate = None if gate is None else gate(zero)
+        self.ffn_gate = None if gate is None else gate(jnp.copy(zero))
 
     def __call__(
         self,
@@ -346,8 +288,7 @@ class Pooler(nnx.Module):
     """BERT's pooler: ``tanh(W h[:, 0] + b)``."""
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-        self.dense = Dense(cfg.hidden_size, cfg.hidden_size, init=kernel_init(cfg, "pooler"),
-                           multiplier=kernel_multiplier(cfg, cfg.hidden_size), rngs=rngs)
+        self.dense = dense(cfg, cfg.hidden_size, cfg.hidden_size, "pooler", rngs=rngs)
 
     def __call__(self, hidden: Float[Array, "B T E"]) -> Float[Array, "B E"]:
         return jnp.tanh(self.dense(hidden[:, 0, :]))
@@ -359,9 +300,9 @@ class Encoder(nnx.Module):
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
         self.config = cfg
         self.embed = Embeddings(cfg, rngs=rngs)
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.final_norm = (norm_layer(cfg.norm_type, cfg.hidden_size, eps=cfg.layer_norm_eps)
-                           if cfg.norm == "pre" else None)
+        self.blocks = BlockStack([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)],
+                                 scan=cfg.scan_layers, remat=cfg.remat)
+        self.final_norm = norm(cfg, cfg.hidden_size) if cfg.norm == "pre" else None
         self.pooler = Pooler(cfg, rngs=rngs) if cfg.use_pooler else None
 
     def __call__(
@@ -393,49 +334,17 @@ class Encoder(nnx.Module):
         check_token_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
         if not deterministic and key is None and self._has_dropout():
             raise ValueError("deterministic=False needs key= (a PRNG key for dropout), got None")
-        stage_key = (lambda s: None) if key is None else (lambda s: jax.random.fold_in(key, s))  # noqa: E731
         mask = None if attention_mask is None else padding_mask(attention_mask)
         rope_positions = position_ids if self.config.position in ROTARY_POSITIONS else None
         h = self.embed(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
-                       deterministic=deterministic, key=stage_key(0))
-        if self.config.scan_layers:
-            h, hidden_states = self._scan_blocks(h, mask=mask, deterministic=deterministic,
-                                                 key=key, positions=rope_positions)
-        else:
-            hidden_states = [h]
-            for i, block in enumerate(self.blocks):
-                h = block(h, mask=mask, deterministic=deterministic, key=stage_key(i + 1),
-                          positions=rope_positions)
-                hidden_states.append(h)
+                       deterministic=deterministic,
+                       key=None if key is None else jax.random.fold_in(key, 0))
+        h, hidden_states = self.blocks(h, mask=mask, deterministic=deterministic, key=key,
+                                       positions=rope_positions)
         if self.final_norm is not None:
             h = self.final_norm(h)
         pooled = None if self.pooler is None else self.pooler(h)
-        return EncoderOutput(h, tuple(hidden_states), pooled)
-
-    def _scan_blocks(self, h, *, mask, deterministic, key, positions):  # noqa: ANN001, ANN202
-        """The blocks as one `lax.scan`: ``h_{i+1} = block_i(h_i)`` with block i's state sliced
-        from the stacked states, and block i's dropout key ``fold_in(key, i + 1)`` as in the loop.
-
-        Why: in an unrolled Pre-LN stack the stream's cotangent is a chain of elementwise adds
-        (of each norm's backward) across all L blocks, which XLA fuses, and duplicates, into the
-        consumers of every block, so compile time and step time grow much faster than L. A loop
-        body is a fusion boundary, and XLA compiles it once whatever L is. The stacking copies
-        the parameters once per call, which is small next to the blocks' FLOPs.
-        """
-        graphdef, _ = nnx.split(self.blocks[0])
-        states = [nnx.split(block)[1] for block in self.blocks]
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-        keys = (None if key is None else
-                jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(1, len(states) + 1)))
-
-        def body(carry, xs):  # noqa: ANN001, ANN202
-            state, k = xs
-            out = nnx.merge(graphdef, state)(carry, mask=mask, deterministic=deterministic,
-                                              key=k, positions=positions)
-            return out, out
-
-        out, per_block = jax.lax.scan(body, h, (stacked, keys))
-        return out, [h, *(per_block[i] for i in range(len(states)))]
+        return EncoderOutput(h, hidden_states, pooled)
 
     def _has_dropout(self) -> bool:
         return self.config.hidden_dropout > 0 or self.config.attention_dropout > 0

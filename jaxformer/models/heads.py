@@ -43,7 +43,9 @@ class SequenceClassifier(nnx.Module):
             raise ValueError(f"dropout must be in [0, 1), got {rate!r}")
         self.encoder = encoder
         self.classifier = Dense(cfg.hidden_size, num_labels,
-                                init=F.normal_init(cfg.initializer_range), rngs=rngs)
+                                init=F.normal_init(cfg.initializer_range), rngs=rngs,
+                                param_dtype=jnp.dtype(cfg.param_dtype),
+                                precision=cfg.matmul_precision)
         self.dropout_rate = rate
         self.num_labels = num_labels
 

@@ -17,26 +17,25 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxformer import functional as F
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import Encoder
-from jaxformer.models.modules import Dense, norm_layer
-from jaxformer.models.parametrization import kernel_init, kernel_multiplier, readout_multiplier
+from jaxformer.models.parametrization import dense, norm, readout_multiplier
 
 
 class LMHead(nnx.Module):
     """``logits = LN(act(h W + b)) Embᵀ + bias``, tied to the encoder's word embedding."""
 
     def __init__(self, cfg: EncoderConfig, *, rngs: nnx.Rngs):
-        self.transform = Dense(cfg.hidden_size, cfg.embedding_width,
-                               init=kernel_init(cfg, "lm_transform"),
-                               multiplier=kernel_multiplier(cfg, cfg.hidden_size), rngs=rngs)
-        self.norm = norm_layer(cfg.norm_type, cfg.embedding_width, eps=cfg.layer_norm_eps)
-        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+        self.transform = dense(cfg, cfg.hidden_size, cfg.embedding_width, "lm_transform",
+                               rngs=rngs)
+        self.norm = norm(cfg, cfg.embedding_width)
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.dtype(cfg.param_dtype)))
+        self.precision = cfg.matmul_precision
         self.act_name = cfg.hidden_act
         # μP's MuSharedReadout: tied logits times 1/width_mult (1 outside μP).
         self.readout_multiplier = readout_multiplier(cfg)
 
     def __call__(self, hidden: Float[Array, "B T E"], encoder: Encoder) -> Float[Array, "B T V"]:
         h = self.norm(F.activation(self.act_name)(self.transform(hidden)))
-        logits = encoder.embed.word.attend(h)
+        logits = encoder.embed.word.attend(h, precision=self.precision)
         if self.readout_multiplier != 1.0:
             logits = logits * jnp.asarray(self.readout_multiplier, logits.dtype)
         return logits + self.bias[...].astype(logits.dtype).reshape(1, 1, -1)

@@ -34,7 +34,7 @@ from jaxtyping import Array
 
 from jaxformer import initializers as I
 from jaxformer.models.config import EncoderConfig
-from jaxformer.models.modules import Init
+from jaxformer.models.modules import Dense, Init, norm_layer
 
 # Weight roles: which Dense a kernel belongs to.
 ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out", "pooler",
@@ -83,6 +83,21 @@ def kernel_init(cfg: EncoderConfig, role: str) -> Init:
 def kernel_multiplier(cfg: EncoderConfig, fan_in: int) -> float:
     """The constant on a Dense output: ``1/√fan_in`` under NTK, else 1."""
     return 1.0 / math.sqrt(fan_in) if cfg.parametrization == "ntk" else 1.0
+
+
+def dense(cfg: EncoderConfig, in_features: int, out_features: int, role: str, *,
+          rngs: nnx.Rngs) -> Dense:
+    """A `Dense` for weight `role` of `cfg`: its init and multiplier (this parametrization),
+    stored in ``cfg.param_dtype``, multiplied at ``cfg.matmul_precision``."""
+    return Dense(in_features, out_features, init=kernel_init(cfg, role),
+                 multiplier=kernel_multiplier(cfg, in_features), rngs=rngs,
+                 param_dtype=jnp.dtype(cfg.param_dtype), precision=cfg.matmul_precision)
+
+
+def norm(cfg: EncoderConfig, features: int) -> nnx.Module:
+    """The config's norm layer (LayerNorm or RMSNorm) over `features`, in ``cfg.param_dtype``."""
+    return norm_layer(cfg.norm_type, features, eps=cfg.layer_norm_eps,
+                      param_dtype=jnp.dtype(cfg.param_dtype))
 
 
 def embedding_init(cfg: EncoderConfig) -> Init:

@@ -32,6 +32,7 @@ from flax import nnx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxformer import functional as F
+from jaxformer.models.block_stack import BlockStack
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import Block
 from jaxformer.models.modules import Dense, LayerNorm
@@ -156,13 +157,18 @@ class VisionEncoder(nnx.Module):
         block_cfg = cfg.block_config
         init = F.normal_init(block_cfg.initializer_range)
         e = block_cfg.hidden_size
-        self.patch_embed = Dense(cfg.patch_size * cfg.patch_size * cfg.channels, e, init=init,
-                                 rngs=rngs)
-        self.position_table = (nnx.Param(init(rngs.params(), (cfg.grid, cfg.grid, e), jnp.float32))
+        param_dtype = jnp.dtype(block_cfg.param_dtype)
+        linear = lambda i, o: Dense(i, o, init=init, rngs=rngs, param_dtype=param_dtype,  # noqa: E731
+                                    precision=block_cfg.matmul_precision)
+        self.patch_embed = linear(cfg.patch_size * cfg.patch_size * cfg.channels, e)
+        self.position_table = (nnx.Param(init(rngs.params(), (cfg.grid, cfg.grid, e),
+                                              jnp.float32).astype(param_dtype))
                                if cfg.position == "absolute" else None)
-        self.blocks = nnx.List([Block(block_cfg, rngs=rngs) for _ in range(block_cfg.num_layers)])
-        self.final_norm = LayerNorm(e, eps=block_cfg.layer_norm_eps)
-        self.classifier = Dense(e, cfg.num_classes, init=init, rngs=rngs)
+        self.blocks = BlockStack([Block(block_cfg, rngs=rngs) for _ in range(block_cfg.num_layers)],
+                                 scan=block_cfg.scan_layers, remat=block_cfg.remat)
+        self.final_norm = LayerNorm(e, eps=block_cfg.layer_norm_eps, param_dtype=param_dtype)
+        self.classifier = linear(e, cfg.num_classes)
+        self.dtype = jnp.dtype(block_cfg.dtype)
         self.dropout_rate = block_cfg.hidden_dropout
         self.has_dropout = block_cfg.hidden_dropout > 0 or block_cfg.attention_dropout > 0
 
@@ -228,8 +234,7 @@ class VisionEncoder(nnx.Module):
         self.check_images(images)
         if not deterministic and key is None and self.has_dropout:
             raise ValueError("deterministic=False needs key= (a PRNG key for dropout), got None")
-        stage_key = (lambda s: None) if key is None else (lambda s: jax.random.fold_in(key, s))  # noqa: E731
-        patches = patchify(images, cfg.patch_size)
+        patches = patchify(images.astype(self.dtype), cfg.patch_size)
         b, gh, gw, _ = patches.shape
         t = gh * gw
         h = self.patch_embed(patches)  # [B, G_h, G_w, E]
@@ -237,7 +242,7 @@ class VisionEncoder(nnx.Module):
             if positions is not None:
                 raise ValueError("positions= applies to position='rope' or 'rope_mixed' only; "
                                  "this model has position='absolute'")
-            h = h + resize_position_table(self.position_table[...], gh, gw)[None]
+            h = h + resize_position_table(self.position_table[...], gh, gw)[None].astype(h.dtype)
             pos = None
         elif positions is None:
             pos = self.positions(gh, gw, mode=rope_positions)
@@ -247,9 +252,8 @@ class VisionEncoder(nnx.Module):
                                  f"{gh}x{gw} grid, got {tuple(positions.shape)}")
             pos = positions.astype(jnp.float32)
         h = h.reshape(b, t, h.shape[-1])
-        h = F.dropout(h, self.dropout_rate, key=stage_key(0), deterministic=deterministic)
-        for i, block in enumerate(self.blocks):
-            h = block(h, mask=None, deterministic=deterministic, key=stage_key(i + 1),
-                      positions=pos)
+        h = F.dropout(h, self.dropout_rate, key=None if key is None else jax.random.fold_in(key, 0),
+                      deterministic=deterministic)
+        h, _ = self.blocks(h, mask=None, deterministic=deterministic, key=key, positions=pos)
         pooled = jnp.mean(self.final_norm(h), axis=1)
         return self.classifier(pooled)

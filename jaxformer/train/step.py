@@ -14,6 +14,13 @@ pure and the same code runs in NNX graph mode and tree mode. The dropout key of 
 step. A ``loss_fn`` has the signature ``loss_fn(model, batch, *, key, deterministic) ->
 (loss, metrics_dict)``.
 
+Mixed precision: the parameters are stored in the model's ``param_dtype`` (fp32, or bf16 for a
+pure-bf16 model); the optimiser sees fp32 gradients and fp32 parameters and keeps its state in
+fp32, and the update is added in fp32 before the sum is stored back in ``param_dtype``. With fp32
+parameters (``"mixed_bf16"``: bf16 compute) they are the fp32 master weights; with bf16
+parameters only the optimiser state is fp32, and updates smaller than half a bf16 ulp of a weight
+are lost (pure bf16's known limit).
+
 Data parallelism is one `jax.jit` with shardings, no device loops: with a `Mesh`, every batch
 leaf is split over `data_axis` along its leading axis and the state is replicated. XLA inserts
 the cross-device reductions of the mean loss and its gradient.
@@ -65,7 +72,21 @@ def init_train_state(model: nnx.Module, tx: optax.GradientTransformation
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = jax.tree.map(jnp.copy, (params, rest))
-    return graphdef, TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+    return graphdef, TrainState(params, rest, tx.init(to_float32(params)), jnp.zeros((), jnp.int32))
+
+
+def to_float32(tree: Any) -> Any:
+    """Every floating leaf of `tree` as fp32 (the optimiser's view of parameters and gradients:
+    module doc); other leaves as they are."""
+    return jax.tree.map(
+        lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+    """``params + updates`` added in fp32 and stored back in each parameter's own dtype (equal to
+    `optax.apply_updates` for fp32 parameters)."""
+    return jax.tree.map(lambda p, u: (p.astype(jnp.float32) + u.astype(jnp.float32)).astype(p.dtype),
+                        params, updates)
 
 
 def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
@@ -169,8 +190,9 @@ def make_train_step(
             return loss, (dict(metrics), rest)
 
         (loss, (metrics, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        grads = to_float32(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, to_float32(state.params))
+        params = apply_updates(state.params, updates)
         metrics.update(loss=loss, grad_norm=optax.tree.norm(grads))
         lr = learning_rate_of(opt_state)
         if lr is not None:
