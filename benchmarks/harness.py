@@ -5,11 +5,18 @@ round-robin with `prepare_jax` / `prepare_torch` + `time_interleaved`), collects
 case, and hands those rows to `write_report`, which writes `results/<device_slug>/<name>.json`
 (machine-readable, with the full environment) and `<name>.md` (human-readable, starting with
 the command that reproduces it).
+
+Torch callables are device-aware: on CUDA every timed call ends with `torch.cuda.synchronize()`
+(kernels are queued asynchronously, so without it only the launches would be timed) and the
+device is synchronised again before the start clock is read, so work left over from a previous
+call never lands in the next one's time. `torch_peak_memory` reads the CUDA caching allocator's
+peak around a block of calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import importlib.metadata
@@ -22,7 +29,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,12 @@ def _git_commit() -> tuple[str, bool | None]:
         sha = git("rev-parse", "--short", "HEAD")
         dirty = bool(git("status", "--porcelain", "--", ".", ":(exclude)results"))
     except (OSError, subprocess.SubprocessError):
+        # A copy of the tree without .git (e.g. shipped to a GPU machine) can be told its commit:
+        # JAXFORMER_GIT_COMMIT=<sha> or <sha>+dirty.
+        given = os.environ.get("JAXFORMER_GIT_COMMIT", "")
+        if given:
+            sha, _, flag = given.partition("+")
+            return sha, flag == "dirty"
         return "unknown", None
     return sha or "unknown", dirty
 
@@ -85,11 +98,15 @@ def environment() -> dict[str, Any]:
     dists = [*_VERSIONED, *(d for d in _OPTIONAL_VERSIONED if importlib.util.find_spec(d))]
     versions = {d: v for d in dists if (v := _version(d)) is not None}
 
-    torch_threads = None
+    torch_threads = torch_cuda = None
     if importlib.util.find_spec("torch") is not None:
         import torch  # local: importing torch costs ~1 s and is optional
 
         torch_threads = torch.get_num_threads()
+        # torch sees the GPU through its own CUDA build, which need not match jax's; record it.
+        if torch.cuda.is_available():
+            torch_cuda = {"device": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+                          "cudnn": torch.backends.cudnn.version()}
 
     # Containers often pin fewer cores than os.cpu_count() reports, so record both; and on a
     # shared machine the load average is the first thing to check when numbers jump.
@@ -109,6 +126,7 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "torch_num_threads": torch_threads,
+        "torch_cuda": torch_cuda,
         "git_commit": commit,
         "git_dirty": dirty,
         "timestamp_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -189,19 +207,43 @@ class Prepared:
     temp_bytes: int | None = None
     # XLA's compiled FLOP count (`jaxformer.flops.xla_cost`); None for torch callables.
     xla: Any = None
+    # `memory_bytes` of the compiled function (temp, argument, output, alias); None for torch.
+    memory: Mapping[str, int] | None = None
+    # Called (untimed) before each timed call: waits for work still queued on the device.
+    sync: Callable[[], None] | None = None
 
 
-def temp_bytes(compiled: Any) -> int | None:
-    """``compiled.memory_analysis().temp_size_in_bytes``, or None where the backend has none
-    (the method may be missing, return None, or raise on some platforms and JAX versions)."""
+_MEMORY_FIELDS = {"temp": "temp_size_in_bytes", "argument": "argument_size_in_bytes",
+                  "output": "output_size_in_bytes", "alias": "alias_size_in_bytes"}
+
+
+def memory_bytes(compiled: Any) -> dict[str, int] | None:
+    """``compiled.memory_analysis()`` as ``{"temp", "argument", "output", "alias"}`` bytes (a
+    field the backend leaves out or reports negative is absent), or None where there is no
+    analysis (the method may be missing, return None, or raise on some platforms and versions).
+
+    ``alias`` is the part of the output that reuses donated argument buffers, so the bytes live
+    during a call are at most temp + argument + output - alias.
+    """
     try:
         analysis = compiled.memory_analysis()
     except (AttributeError, NotImplementedError, RuntimeError):
         return None
     if isinstance(analysis, list | tuple):  # older jax: one entry per device
         analysis = analysis[0] if analysis else None
-    value = getattr(analysis, "temp_size_in_bytes", None)
-    return None if value is None or value < 0 else int(value)
+    if analysis is None:
+        return None
+    out = {}
+    for key, attr in _MEMORY_FIELDS.items():
+        value = getattr(analysis, attr, None)
+        if value is not None and value >= 0:
+            out[key] = int(value)
+    return out or None
+
+
+def temp_bytes(compiled: Any) -> int | None:
+    """``compiled.memory_analysis().temp_size_in_bytes``, or None where the backend has none."""
+    return (memory_bytes(compiled) or {}).get("temp")
 
 
 def prepare_jax(fn: Callable[..., Any], *args: Any) -> Prepared:
@@ -224,24 +266,68 @@ def prepare_jax(fn: Callable[..., Any], *args: Any) -> Prepared:
         # jax dispatch is asynchronous: without blocking we would time only the enqueue.
         return jax.block_until_ready(compiled(*args))
 
-    return Prepared(call, lower_s=t1 - t0, compile_s=t2 - t1, temp_bytes=temp_bytes(compiled),
-                    xla=xla_cost(compiled))
+    memory = memory_bytes(compiled)
+    return Prepared(call, lower_s=t1 - t0, compile_s=t2 - t1, temp_bytes=(memory or {}).get("temp"),
+                    xla=xla_cost(compiled), memory=memory)
 
 
-def prepare_torch(fn: Callable[..., Any], *args: Any) -> Prepared:
-    """Wrap `fn(*args)` in `torch.inference_mode()` (no autograd bookkeeping), synchronising
-    CUDA so that queued kernels are actually timed."""
+def _torch_device(device: Any) -> Any:
     import torch
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    if device is None:
+        # What the harness always did: synchronise whenever torch has a GPU.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def torch_sync(device: Any = None) -> Callable[[], None]:
+    """A function that waits for every kernel queued on `device` ("cpu", "cuda", "cuda:1", a
+    `torch.device`; None: CUDA when torch has it); a no-op on CPU, where torch runs eagerly."""
+    import torch
+
+    dev = _torch_device(device)
+    if dev.type != "cuda":
+        return lambda: None
+    return lambda: torch.cuda.synchronize(dev)
+
+
+def prepare_torch(fn: Callable[..., Any], *args: Any, device: Any = None,
+                  inference: bool = True) -> Prepared:
+    """Wrap `fn(*args)` for timing on `device` (see `torch_sync`): under
+    `torch.inference_mode()` (no autograd bookkeeping) unless ``inference=False`` (a train step),
+    and synchronised at the end of the call, so that queued CUDA kernels are actually timed."""
+    import torch
+
+    sync = torch_sync(device)
 
     def call() -> Any:
-        with torch.inference_mode():
+        with torch.inference_mode() if inference else contextlib.nullcontext():
             out = fn(*args)
         sync()
         return out
 
-    return Prepared(call)
+    return Prepared(call, sync=sync)
+
+
+@contextlib.contextmanager
+def torch_peak_memory(device: Any = None) -> Iterator[dict[str, int | None]]:
+    """``with torch_peak_memory("cuda") as peak: ...`` leaves in ``peak["bytes"]`` the most bytes
+    torch's CUDA caching allocator held allocated inside the block
+    (`torch.cuda.reset_peak_memory_stats` before, `torch.cuda.max_memory_allocated` after;
+    tensors allocated before the block, e.g. the weights, count too). None on CPU, where torch
+    keeps no such counter."""
+    import torch
+
+    dev = _torch_device(device)
+    box: dict[str, int | None] = {"bytes": None}
+    if dev.type != "cuda":
+        yield box
+        return
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    yield box
+    torch.cuda.synchronize(dev)
+    box["bytes"] = int(torch.cuda.max_memory_allocated(dev))
 
 
 def time_interleaved(calls: Mapping[str, Prepared], *, warmup: int = 2, repeats: int = 7,
@@ -252,7 +338,8 @@ def time_interleaved(calls: Mapping[str, Prepared], *, warmup: int = 2, repeats:
     burst of background load hits every contender in the same round instead of whichever one
     happened to be running. `budget_s` caps the total timed seconds of all callables together
     (never fewer than `min_repeats` rounds) and also cuts warm-up short once one warm-up round
-    has taken that long, so one harness serves both 50 us and 10 s cases.
+    has taken that long, so one harness serves both 50 us and 10 s cases. A callable's `sync`
+    (device-side work still queued) runs before its start clock is read, outside the time.
     """
     if repeats < 1 or min_repeats < 1:
         raise ValueError(f"repeats and min_repeats must be >= 1, got {repeats}, {min_repeats}")
@@ -269,6 +356,8 @@ def time_interleaved(calls: Mapping[str, Prepared], *, warmup: int = 2, repeats:
     total = 0.0
     for i in range(repeats):
         for name, p in calls.items():
+            if p.sync is not None:
+                p.sync()
             t0 = time.perf_counter()
             outs[name] = p.call()
             dt = time.perf_counter() - t0
@@ -292,10 +381,12 @@ def time_jax(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int =
 
 
 def time_torch(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7,
-               budget_s: float | None = None, min_repeats: int = 5) -> Timing:
-    """Time `fn(*args)` under `torch.inference_mode()`, same statistics as `time_jax`."""
-    return time_interleaved({"torch": prepare_torch(fn, *args)}, warmup=warmup, repeats=repeats,
-                            budget_s=budget_s, min_repeats=min_repeats)["torch"]
+               budget_s: float | None = None, min_repeats: int = 5, device: Any = None
+               ) -> Timing:
+    """Time `fn(*args)` under `torch.inference_mode()` on `device` (see `prepare_torch`), same
+    statistics as `time_jax`."""
+    return time_interleaved({"torch": prepare_torch(fn, *args, device=device)}, warmup=warmup,
+                            repeats=repeats, budget_s=budget_s, min_repeats=min_repeats)["torch"]
 
 
 # --------------------------------------------------------------------------- reporting
@@ -385,6 +476,9 @@ def environment_summary(env: Mapping[str, Any], dtypes: Sequence[str] = ()) -> s
     parts.append(versions)
     if env.get("torch_num_threads") is not None:
         parts.append(f"torch threads {env['torch_num_threads']}")
+    if env.get("torch_cuda"):
+        tc = env["torch_cuda"]
+        parts.append(f"torch on {tc['device']} (CUDA {tc['cuda']}, cuDNN {tc['cudnn']})")
     if env.get("load_avg_1_5_15m") is not None:
         parts.append("load avg 1/5/15 min " + "/".join(map(str, env["load_avg_1_5_15m"])))
     if env.get("xla_flags"):

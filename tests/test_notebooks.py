@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
 
@@ -25,9 +26,10 @@ def test_notebooks_exist():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path, monkeypatch):
-    import jupytext
-    import nbformat
-    from nbclient import NotebookClient
+    jupytext = require("jupytext")
+    nbformat = require("nbformat")
+    NotebookClient = require("nbclient").NotebookClient
+    require("ipykernel")  # the "python3" kernel the client starts
 
     first = path.read_text(encoding="utf-8")
     assert "Run: `" in first, f"{path.name} must start by stating the command that runs it"

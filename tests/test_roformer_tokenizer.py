@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 from jaxformer.io import RoFormerTokenizer, WordPieceTokenizer, load_tokenizer
 
-rjieba = pytest.importorskip("rjieba")
+rjieba = require("rjieba")
 
 SENTENCES = [
     "今天天气非常好。",
