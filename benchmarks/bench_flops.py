@@ -1,6 +1,6 @@
 """python -m benchmarks.bench_flops [--quick] [--out results]
 
-Goal P3 of issue 5: the analytic FLOP model (`jaxformer.flops.layer_flops`) against the matmul
+Goal P3: the analytic FLOP model (`jaxformer.flops.layer_flops`) against the matmul
 count of the lowered StableHLO (`hlo_cost`, the same on every backend) and against XLA's count of
 the compiled program (`xla_cost`), for one BERT-base encoder layer (E=768, H=12, F=3072) with
 softmax and with linear attention, forward and forward+backward, over n. Nothing is timed: each

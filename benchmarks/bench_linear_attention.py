@@ -1,4 +1,4 @@
-"""python -m benchmarks.bench_linear_attention [--quick] [--out results]   (anchors.md §7.1, §7.3)
+"""python -m benchmarks.bench_linear_attention [--quick] [--out results]
 
 Times `jaxformer.linear_attention.linear_attention` (elu+1 features, normalize="divide", fp32,
 B=1, H=8, D=M=K=64, all jitted) against softmax attention in three sections:
@@ -85,10 +85,10 @@ COLUMNS: tuple[Column, ...] = (
 NOTES = (
     "FLOP conventions (analytic, one multiply-add = 2 FLOPs; exp, softmax, φ = elu+1, the "
     "normaliser and the denominator column are not counted): softmax 4·B·H·n²·D (QKᵀ and AV); "
-    "linear parallel 4·B·H·n·M·K (φ(K)ᵀV and φ(Q)S). anchors.md §7.1 (2-core CPU) has "
+    "linear parallel 4·B·H·n·M·K (φ(K)ᵀV and φ(Q)S). published 2-core CPU figures have "
     "72.9 ms vs 4.76 ms at n=1024, time ratio 15.3×.",
     "§2 causal: XLA's causal softmax does not skip the masked half on CPU (it computes the full "
-    "n×n scores and masks them; anchors.md §7.3: 8.80e9 compiled FLOPs at n=2048, no causal "
+    "n×n scores and masks them; reference: 8.80e9 compiled FLOPs at n=2048, no causal "
     "saving; compare the §1 and §2 softmax ms at n=2048), so it is counted 4·B·H·n²·D like the "
     "non-causal one. chunked 4·B·H·n·M·K + "
     "2·B·H·n·W·(M+K) (states plus the masked W×W intra-chunk products); scan 4·B·H·n·M·K; "

@@ -1,4 +1,4 @@
-"""python -m benchmarks.bench_rope [--quick] [--out results]   (benchmark B1 of anchors.md §8)
+"""python -m benchmarks.bench_rope [--quick] [--out results]
 
 Times `jaxformer.rope.apply_rope` (jitted) in 1D and 2D (Su's post 8397: the head dim split in
 two halves, rotated by the row and the column of a patch grid) against two baselines written
@@ -133,7 +133,7 @@ NOTES = (
     "FLOP ratio is analytic for the apply only (tables excluded): dense 2·D² per vector "
     "(einsum), elementwise 3·D (two multiplies and an add), so 2D/3 ≈ 42.7 at D = 64.",
     "tables in jit % = (kit ms − kit ms with the positions baked in as constants) / kit ms: the "
-    "share of the time spent computing cos/sin tables (B2 of anchors.md §8; ~0 when XLA fuses "
+    "share of the time spent computing cos/sin tables (~0 when XLA fuses "
     "or folds them).",
     "max err is against float64 NumPy (θ and angles in float64, the input upcast). fp32 angles "
     "are rounded to ~max_angle·2^-24, so the error grows with the largest position (≈ 3e-4 at "

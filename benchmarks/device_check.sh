@@ -4,7 +4,8 @@
 # The check of jaxformer on a machine with an NVIDIA GPU, run from the repository root with the
 # machine's own python3 (jax[cuda], flax, optax, torch, transformers, pytest-xdist installed; no
 # .venv, no package index). Within DEVICE_CHECK_TOTAL_S seconds it
-#   (a) installs the wheels carried in .whl/ (benchmarks/fetch_device_wheels.sh) into /tmp/site;
+#   (a) installs the wheels carried in .whl/ (benchmarks/fetch_device_wheels.sh) into a site folder
+#       under $TMPDIR;
 #   (b) runs the test suite on the GPU, 8 pytest workers sharing it (JAXFORMER_DEVICE_CHECK=1:
 #       tests of the dev packages the machine lacks skip with a reason; tests/conftest.py);
 #   (c) runs `python3 -m benchmarks.suite --suite full --precision bf16`, then, when at least
@@ -52,7 +53,8 @@ TORCH_ANCHOR=${TORCH_ANCHOR:-../shared/gpu/torch_anchor.py}
 RESULTS=${DEVICE_CHECK_RESULTS:-results}
 MIXED_OUT=$RESULTS/mixed_bf16
 RESERVE_S=10  # packing and the summary
-if [ -n "${OUT:-}" ]; then LOGS=$OUT; else LOGS=$(mktemp -d /tmp/device_check.XXXXXX); fi
+SITE="${TMPDIR:-/tmp}/jaxformer-site"  # where the carried wheels are installed
+if [ -n "${OUT:-}" ]; then LOGS=$OUT; else LOGS=$(mktemp -d -t device_check.XXXXXX); fi
 mkdir -p "$LOGS"
 SUMMARY=()
 
@@ -86,12 +88,12 @@ run_capped() {
 if compgen -G ".whl/*.whl" >/dev/null; then
   t0=$SECONDS
   if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-       --target /tmp/site .whl/*.whl >"$LOGS/wheels.log" 2>&1; then
+       --target "$SITE" .whl/*.whl >"$LOGS/wheels.log" 2>&1; then
     note wheels ok $((SECONDS - t0)) "$(ls .whl | tr '\n' ' ')"
   else
     note wheels failed $((SECONDS - t0)) "$LOGS/wheels.log"
   fi
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 else
   note wheels none 0 "no .whl/ folder: beartype must be installed already"
 fi

@@ -1,4 +1,4 @@
-"""python -m benchmarks.exp_digits_rope2d [--quick] [--out results]   (issue 3, item 3)
+"""python -m benchmarks.exp_digits_rope2d [--quick] [--out results]
 
 Resolution transfer of a tiny ViT (`jaxformer.models.vision.VisionEncoder`) on scikit-learn's
 bundled digits (8x8 grey, 1797 images, a fixed stratified 75/25 split, random_state=0):

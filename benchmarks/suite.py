@@ -202,7 +202,7 @@ def _memory_goals(model: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def goals(sections: dict[str, list[dict[str, Any]]], *, platform: str) -> list[dict[str, Any]]:
-    """The goal rows of issue 5 (P1, P2, P3) and of the analytic logistic regression issue (P6)
+    """The goal rows (P1, P2, P3 of the model and FLOPs benchmarks, P6 of the analytic logistic regression)
     from the section rows; reported, never asserted."""
     out: list[dict[str, Any]] = []
     model = sections.get("model", [])
@@ -415,7 +415,7 @@ def render_report(payload: dict[str, Any], meta: dict[str, dict[str, Any]]) -> s
              + ("" if payload.get("complete", True) else
                 " INCOMPLETE: written after the last finished section or case ("
                 + (", ".join(payload["sections"]) or "none") + ")."), "",
-             "## Goals (reported, not asserted: P1-P3 issue 5, P6 issue 6)", "",
+             "## Goals (reported, not asserted)", "",
              format_table(payload["goals"], GOAL_COLUMNS) if payload["goals"] else "(no goal rows)"]
     for name, section in payload["sections"].items():
         lines += ["", f"## {name}: {section['title']}", "",

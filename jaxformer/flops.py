@@ -21,7 +21,7 @@ RoPE, softmax, LayerNorm, activations and feature maps are elementwise; they are
 their own lines (``elementwise``) with the per-element costs stated below, and not added to the
 matmul total that MFU and the conventions use.
 
-Conventions (anchors.md §3.2), all per layer, forward:
+Conventions, all per layer, forward:
 
 * ``"kit"``: the table above.
 * ``"su"``: post 8610's multiplication count, ``12·T·E² + 2·T²·E`` at BERT shapes (= kit / 2,

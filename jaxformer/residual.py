@@ -42,7 +42,7 @@ def deepnorm_constants(encoder_layers: int = 0, decoder_layers: int = 0) -> dict
       ``α = (3M)^{1/4}``, ``β = (12M)^{-1/4}``.
 
     The encoder-decoder β is the paper's 0.87. torchscale's code divides by ``(N⁴M)^{1/16} / 1.15``
-    instead, i.e. multiplies by ``1.15 (N⁴M)^{-1/16}`` (anchors.md flags this; 0.87 ≈ 1/1.15
+    instead, i.e. multiplies by ``1.15 (N⁴M)^{-1/16}`` (0.87 ≈ 1/1.15
     suggests an inverted constant in one of them); this kit pins the paper's table.
 
     Returns:

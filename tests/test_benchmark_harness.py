@@ -152,7 +152,7 @@ def test_bench_model_tiny_forward_and_train_against_hf() -> None:
     assert fwd["analytic_flops"] == forward_flops
     assert train["analytic_flops"] == 3 * forward_flops
     for row in rows:
-        assert len(row["timing"]["jax"].times_s) >= 5  # issue 5: median of at least 5 runs
+        assert len(row["timing"]["jax"].times_s) >= 5  # median of at least 5 runs
         assert row["mfu"] == pytest.approx(row["analytic_flops"] / (row["jax_ms"] / 1e3) / peak)
         assert row["jax_temp_mib"] is not None and row["jax_temp_mib"] >= 0
         assert row["jax_compile_s"] > 0

@@ -13,7 +13,7 @@ from transformers import BertModel
 
 from hf_reference import hf_forward, random_batch, random_hf_bert
 
-ATOL = 1e-5  # fp32 on CPU; measured max error is ~1e-6 (see the closing note of issue 2)
+ATOL = 1e-5  # fp32 on CPU; measured max error is ~1e-6 
 
 
 def _ours(model, ids, mask, token_types):

@@ -13,7 +13,7 @@ from jaxformer.flops import (LayerShape, crossover_lengths, hlo_while_loops, lay
                              parse_cost_analysis, xla_flops)
 from jaxformer.linear_attention import linear_attention
 
-BAND = 0.02  # issue 5, P3: analytic and measured FLOPs agree within ±2%
+BAND = 0.02  # goal P3: analytic and measured FLOPs agree within ±2%
 
 
 def test_crossovers_reproduce_post_8610():

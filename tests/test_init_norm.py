@@ -1,4 +1,4 @@
-"""Normalization, residual and parametrization variants of `EncoderConfig` (post 8, issue 7).
+"""Normalization, residual and parametrization variants of `EncoderConfig` (post 8).
 
 References are independent of the code under test: closed forms (DeepNet's α/β table, T5's
 fold, NTK's multiplier), float64 NumPy, HF's `T5LayerNorm` (an RMSNorm), and the identity of the

@@ -1,4 +1,4 @@
-"""The layer map of DESIGN.md, enforced: imports flow downwards only.
+"""The layer map of the README's architecture section, enforced: imports flow downwards only.
 
     cli / benchmarks        -> anything below
     train                   -> models, kernels, io

@@ -17,7 +17,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from jaxformer.logreg import (ClassStats, batch_stats, fit_analytic, ledoit_wolf_intensity,
                               merge_stats, sharded_stats, stream_stats)
 
-PARITY = 1e-6  # issue 6: decision functions within 1e-6 of scikit-learn, float64
+PARITY = 1e-6  # decision functions within 1e-6 of scikit-learn, float64
 LOADERS = {"breast_cancer": load_breast_cancer, "wine": load_wine, "iris": load_iris,
            "digits": load_digits}
 

@@ -1,5 +1,5 @@
 """`VisionEncoder`: the encoder's `Block` over a patch grid with absolute, 2D RoPE and RoPE-Mixed
-positions (issue 3, item 3)."""
+positions."""
 
 import jax
 import jax.numpy as jnp

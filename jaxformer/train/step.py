@@ -1,6 +1,6 @@
 """Pure, jitted train and eval steps over an explicit `TrainState`.
 
-The jit boundary follows Flax's own gemma example (style guide lessons 5, 7, 12)::
+The jit boundary follows Flax's own gemma example (github.com/google/flax, examples/gemma)::
 
     graphdef, state = init_train_state(model, tx)     # nnx.split(model, nnx.Param, ...)
     step = make_train_step(graphdef, tx, loss_fn)     # jitted, state donated
