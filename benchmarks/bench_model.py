@@ -212,10 +212,10 @@ def resolve_precisions(precision: str | Sequence[str] | None = None, dtype: str 
                        *, accelerator: bool) -> tuple[str, ...]:
     """The policies to run: `precision` (one name or several), else the deprecated `dtype`
     alias, else the platform's default (`CPU_PRECISIONS` / `ACCELERATOR_PRECISIONS`)."""
+    precision = precision_from_dtype(precision, dtype)  # validates the pair first
     if dtype is not None:
-        warnings.warn(f"--dtype {dtype} is deprecated: use --precision "
-                      f"{DTYPE_ALIASES.get(dtype, '...')}", FutureWarning, stacklevel=2)
-    precision = precision_from_dtype(precision, dtype)
+        warnings.warn(f"--dtype {dtype} is deprecated: use --precision {precision}",
+                      FutureWarning, stacklevel=2)
     if precision is None:
         return ACCELERATOR_PRECISIONS if accelerator else CPU_PRECISIONS
     names = (precision,) if isinstance(precision, str) else tuple(precision)
