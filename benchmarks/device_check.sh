@@ -29,8 +29,8 @@
 # failure as it happens, so a pass stopped at its cap still says which) and
 # DEVICE_CHECK_BENCH_ARGS (--suite full --precision bf16) replace those arguments;
 # DEVICE_CHECK_RESULTS (results) is the results root the bench writes under;
-# DEVICE_CHECK_WORKERS (8) pytest workers; DEVICE_CHECK_MATMUL_PRECISION (highest), the
-# JAX_DEFAULT_MATMUL_PRECISION of the test pass; DEVICE_CHECK_SKIP (space-separated steps out of:
+# DEVICE_CHECK_WORKERS (8) pytest workers (tests/conftest.py runs them at full fp32 matmul
+# precision, not the GPU's TF32 default); DEVICE_CHECK_SKIP (space-separated steps out of:
 # tests bench mixed anchor).
 
 set -u -o pipefail
@@ -45,7 +45,6 @@ MIXED_MIN_S=${DEVICE_CHECK_MIXED_MIN_S:-90}
 ANCHOR_S=${DEVICE_CHECK_ANCHOR_S:-45}
 PLATFORMS=${DEVICE_CHECK_PLATFORMS:-cuda}
 WORKERS=${DEVICE_CHECK_WORKERS:-8}
-TEST_MATMUL_PRECISION=${DEVICE_CHECK_MATMUL_PRECISION:-highest}
 PYTEST_ARGS=${DEVICE_CHECK_PYTEST_ARGS:-"-v -rfE -p no:cacheprovider"}
 BENCH_ARGS=${DEVICE_CHECK_BENCH_ARGS:-"--suite full --precision bf16"}
 SKIP=" ${DEVICE_CHECK_SKIP:-} "
@@ -114,7 +113,7 @@ if ! skipped tests; then
   run_capped tests "$(cap "$TEST_S" $((BENCH_S / 2 + ANCHOR_S + RESERVE_S)))" INT \
     "$LOGS/tests.log" \
     env JAX_PLATFORMS="$PLATFORMS" XLA_PYTHON_CLIENT_PREALLOCATE=false \
-    JAX_DEFAULT_MATMUL_PRECISION="$TEST_MATMUL_PRECISION" JAXFORMER_DEVICE_CHECK=1 python3 -m pytest -n "$WORKERS" $PYTEST_ARGS "${timeout_args[@]}"
+    JAXFORMER_DEVICE_CHECK=1 python3 -m pytest -n "$WORKERS" $PYTEST_ARGS "${timeout_args[@]}"
   TEST_RC=$RC
 fi
 

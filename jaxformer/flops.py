@@ -46,7 +46,6 @@ backend, loop bodies times their trip counts, comparable with ``layer_flops(...)
 """
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Callable, Mapping

@@ -24,7 +24,6 @@ it, and a fallback is logged once per reason.
 """
 
 import functools
-import importlib.util
 import logging
 from collections.abc import Callable
 
@@ -34,6 +33,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from jaxformer.attention import (AttentionKernel, causal_mask, fused_attention,
                                  fused_implementation, softmax_attention)
+from jaxformer.flash_attention import flash_attention, flash_attention_supported
 from jaxformer.linear_attention import linear_attention
 from jaxformer.models import config as config_module
 from jaxformer.models.config import ROTARY_POSITIONS, EncoderConfig
@@ -43,10 +43,6 @@ LOG = logging.getLogger("jaxformer.attention")
 
 # config.attention -> factory (cfg) -> bound kernel. Register a new kernel here.
 AttentionFactory = Callable[[EncoderConfig], AttentionKernel]
-
-
-def _has_flash() -> bool:
-    return importlib.util.find_spec("jaxformer.flash_attention") is not None
 
 
 def attention_path(cfg: EncoderConfig, *, deterministic: bool, dtype: object | None = None,
@@ -91,12 +87,9 @@ def _auto_impl(cfg: EncoderConfig, *, backend: str, dtype: jnp.dtype, dropping: 
         return "xla"
     if not dropping and fused_implementation(dtype, cfg.head_dim, backend=backend) == "cudnn":
         return "fused"
-    if dropping and padding_only and _has_flash():
-        from jaxformer.flash_attention import flash_attention_supported
-
-        ok, _ = flash_attention_supported((1, 1, cfg.num_heads, cfg.head_dim), dtype, backend)
-        if ok:
-            return "flash"
+    if dropping and padding_only and flash_attention_supported(
+            (1, 1, cfg.num_heads, cfg.head_dim), dtype, backend)[0]:
+        return "flash"
     return "xla"
 
 
@@ -158,8 +151,6 @@ def _softmax(cfg: EncoderConfig) -> AttentionKernel:
                                    implementation=path.split(":", 1)[1],
                                    precision=cfg.matmul_precision)
         if path == "flash":
-            from jaxformer.flash_attention import flash_attention
-
             key_mask = (None if mask is None else
                         jnp.broadcast_to(mask[:, 0, 0, :], (q.shape[0], k.shape[1])))
             return flash_attention(q, k, v, key_mask=key_mask, causal=cfg.causal,
