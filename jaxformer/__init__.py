@@ -3,7 +3,8 @@
 Layers (imports flow downwards only):
 
     cli / benchmarks / notebooks
-    train (pure steps, fine-tuning, checkpoints)
+    tasks (Task protocol, fit, classification, masked-LM pretraining)
+    train (pure steps, the loop, fine-tuning, checkpoints)
     models (NNX modules: EncoderConfig, Encoder, heads, HF name mapping)
     kernels (pure functions: functional, attention, pooling)   io (files <-> arrays, tokenizers)
 

@@ -18,6 +18,12 @@ compiled count (`xla_flops`) and post 8610's crossover lengths.
 runs the benchmark suite (`benchmarks/suite.py`; `make bench`): writes
 ``results/<device>/bench.json``, ``report.md`` and PNGs, and prints the tables and the goals.
 
+    jaxformer wobert-vocab --base-vocab FILE --num-words 20000 --out DIR
+
+builds WoBERT's word-level vocabulary (`jaxformer.io.build_wobert_vocab`, post 7758): the base
+``vocab.txt`` without its redundant tokens, plus jieba's most frequent words; writes a tokenizer
+directory (``vocab.txt`` + ``tokenizer_config.json``, segmenter jieba) and prints the counts.
+
 Errors (a bad model directory, empty input, a bad shape, ...) print one clear line to stderr and
 exit with status 2.
 """
@@ -184,6 +190,29 @@ def _layer_counts(args: argparse.Namespace):  # noqa: ANN202
     return hlo_cost(lowered), None if args.no_xla else xla_cost(lowered.compile())
 
 
+def _wobert_vocab(args: argparse.Namespace) -> int:
+    from jaxformer.io import build_wobert_vocab, save_wobert_vocab
+
+    if args.num_words < 1:
+        raise CLIError(f"--num-words: expected an int >= 1, got {args.num_words}")
+    if not Path(args.base_vocab).is_file():
+        raise CLIError(f"--base-vocab {args.base_vocab}: expected an existing vocab.txt file, got no such file")
+    flags = {"base_vocab_path": "--base-vocab", "num_words": "--num-words"}
+    try:
+        tokens, stats = build_wobert_vocab(args.base_vocab, num_words=args.num_words)
+    except (OSError, ValueError) as err:
+        message = str(err)
+        for name, flag in flags.items():  # the io function names its parameters; name the flags
+            if message.startswith(name):
+                message = flag + message[len(name):]
+        raise CLIError(message) from None
+    save_wobert_vocab(tokens, args.out)
+    print(f"base {stats['base']}  dropped {stats['dropped']}  kept {stats['kept']}  "
+          f"added {stats['added']}  final {stats['final']}")
+    print(f"wrote {Path(args.out) / 'vocab.txt'} and tokenizer_config.json (segmenter jieba)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxformer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip compiling the layer (the StableHLO count only lowers it)")
     flops.add_argument("--json", action="store_true", help="print one JSON object")
     flops.set_defaults(func=_flops)
+    wobert = sub.add_parser("wobert-vocab", help="WoBERT's word-level vocab: a BERT vocab.txt plus jieba words")
+    wobert.add_argument("--base-vocab", required=True, help="char-level BERT vocab.txt (e.g. bert-base-chinese's)")
+    wobert.add_argument("--num-words", type=int, default=20000,
+                        help="jieba dictionary words to add, most frequent first (default 20000, as WoBERT)")
+    wobert.add_argument("--out", required=True, help="output tokenizer directory")
+    wobert.set_defaults(func=_wobert_vocab)
     sub.add_parser("bench", add_help=False,
                    help="the benchmark suite, what `make bench` runs (see `jaxformer bench --help`)")
     return parser

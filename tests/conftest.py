@@ -105,3 +105,27 @@ def nnx_mode(request):
 
     with nnx.set_graph_mode(request.param):
         yield request.param
+
+
+def shared_data_dir() -> "pathlib.Path | None":
+    """The real-data folder named by ``JAXFORMER_DATA`` (None when unset or missing)."""
+    import pathlib
+
+    value = os.environ.get("JAXFORMER_DATA")
+    if not value:
+        return None
+    path = pathlib.Path(value)
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The real Chinese data sets (``JAXFORMER_DATA``); tests using it skip with the reason
+    when the variable is unset or names no folder."""
+    path = shared_data_dir()
+    if path is None:
+        value = os.environ.get("JAXFORMER_DATA")
+        reason = ("JAXFORMER_DATA is not set" if not value
+                  else f"JAXFORMER_DATA={value!r} is not a directory")
+        pytest.skip(f"{reason}: the real-data tests need the shared data folder")
+    return path

@@ -1,10 +1,12 @@
-"""Kill-and-resume: a fine-tune SIGKILLed mid-run and restarted ends where an uninterrupted run
-ends; a checkpoint of another model is refused as a whole.
+"""Kill-and-resume: a fine-tune (``fit(ClassificationTask(...))`` through the task-agnostic
+`train_loop`) SIGKILLed mid-run and restarted ends where an uninterrupted run ends, parameters and
+metrics file alike; a checkpoint of another model is refused as a whole.
 
 The runs are subprocesses of ``tests/scripts/finetune_run.py`` (40 steps, a checkpoint every
 5). Resume is exact by construction (batches and dropout keys are pure functions of
 ``(seed, step)``, and orbax finalizes checkpoints atomically), so the comparison tolerance only
 has to absorb fp32 noise: atol 1e-6 on parameters and losses (in practice they are bitwise equal).
+The metrics lines hold no wall-clock field, so the two files are compared line by line.
 """
 
 import json
@@ -118,9 +120,28 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, spawn):
     assert sorted(got.files) == sorted(want.files) and len(want.files) > 10
     for name in want.files:
         np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6, err_msg=name)
+    # The metrics file: lines written after the restored checkpoint by the killed process were
+    # cut on resume, so it equals the uninterrupted run's (40 train lines, eval at 20 and 40).
+    got_lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    want_lines = read_jsonl(tmp_path / "ref" / "metrics.jsonl")
+    assert [(r["step"], r["split"]) for r in got_lines] == [(r["step"], r["split"])
+                                                            for r in want_lines]
+    assert [r["step"] for r in want_lines if r["split"] == "train"] == list(range(1, 41))
+    assert [r["step"] for r in want_lines if r["split"] == "eval"] == [20, 40]
+    assert set(want_lines[0]) == {"step", "split", "loss", "accuracy", "grad_norm",
+                                  "learning_rate"}
+    for got_line, want_line in zip(got_lines, want_lines, strict=True):
+        assert set(got_line) == set(want_line)
+        np.testing.assert_allclose([v for k, v in got_line.items() if k != "split"],
+                                   [v for k, v in want_line.items() if k != "split"],
+                                   rtol=0, atol=1e-6, err_msg=str(want_line))
     # The task was learned, so the comparison is not between two untrained models.
     assert expected["history"][-1] < 0.2
     assert finalized_steps(tmp_path / "ckpt")[-1] == 40
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def classifier(**overrides) -> SequenceClassifier:

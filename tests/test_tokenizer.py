@@ -133,6 +133,22 @@ def test_pairs_match_hf(hf, ours_json, ours_vocab, source, max_length) -> None:
     assert (tt[got["attention_mask"] == 0] == 0).all()
 
 
+@pytest.mark.parametrize("source", ["tokenizer.json", "vocab.txt"])
+def test_offsets_match_hf(hf, ours_json, ours_vocab, source) -> None:
+    ours = ours_json if source == "tokenizer.json" else ours_vocab
+    for pairs in (None, SENTENCES[::-1]):
+        got = ours.encode_batch(SENTENCES, pairs=pairs, max_length=40, return_offsets=True)
+        ref = hf(SENTENCES, pairs, max_length=40, truncation=True, padding="longest",
+                 return_offsets_mapping=True, return_tensors="np")
+        assert got["offset_mapping"].dtype == np.int32
+        assert got["offset_mapping"].shape == (*got["input_ids"].shape, 2)
+        np.testing.assert_array_equal(got["offset_mapping"], np.asarray(ref["offset_mapping"]))
+        _assert_same({k: v for k, v in got.items() if k != "offset_mapping"},
+                     {k: np.asarray(ref[k]) for k in ("input_ids", "attention_mask", "token_type_ids")})
+    assert ours.encode_batch([], max_length=8, return_offsets=True)["offset_mapping"].shape == (0, 0, 2)
+    assert ours.tokenize("Hello, unaffable world") == hf.tokenize("Hello, unaffable world")
+
+
 def test_padding_masks(ours_json) -> None:
     texts = ["short", "a somewhat longer sentence here", ""]
     out = ours_json.encode_batch(texts, max_length=20, padding="longest")

@@ -128,6 +128,20 @@ def write_vocab(directory: Path, vocab: dict[str, int]) -> None:
     (directory / "vocab.txt").write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
 
 
+def read_tokenizer_config(d: Path, *, looked_for: str) -> dict[str, Any]:
+    """``tokenizer_config.json`` of directory `d` as a dict ({} when absent); a missing
+    directory or a config that is not a JSON object is a `CheckpointError`."""
+    if not d.is_dir():
+        raise CheckpointError(f"tokenizer directory {d} does not exist (looked for {looked_for} in it)")
+    config_path = d / "tokenizer_config.json"
+    if not config_path.is_file():
+        return {}
+    raw = read_json(config_path, what="tokenizer config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"tokenizer config {config_path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
 class WordPieceTokenizer:
     """BERT-style WordPiece tokenizer producing ``[B, T]`` int32 arrays.
 
@@ -183,19 +197,7 @@ class WordPieceTokenizer:
         """
         d = Path(directory)
         json_path, vocab_path = d / "tokenizer.json", d / "vocab.txt"
-        config_path = d / "tokenizer_config.json"
-        if not d.is_dir():
-            raise CheckpointError(
-                f"tokenizer directory {d} does not exist (looked for tokenizer.json or vocab.txt in it)"
-            )
-        config: dict[str, Any] = {}
-        if config_path.is_file():
-            raw = read_json(config_path, what="tokenizer config")
-            if not isinstance(raw, dict):
-                raise CheckpointError(
-                    f"tokenizer config {config_path}: expected a JSON object, got {type(raw).__name__}"
-                )
-            config = raw
+        config = read_tokenizer_config(d, looked_for="tokenizer.json or vocab.txt")
         max_len = config.get("model_max_length")
         model_max_length = max_len if isinstance(max_len, int) and 0 < max_len < _NO_MAX_LENGTH else None
         specials = _special_tokens(config)
@@ -292,9 +294,20 @@ class WordPieceTokenizer:
     # Subclasses that split words in Python (jieba) return word lists here and set the flag.
     _is_pretokenized = False
 
-    def _pretokenize(self, texts: list[str]) -> list[Any]:
-        """What `encode_batch` hands the Rust tokenizer: raw texts, unless a subclass splits."""
-        return texts
+    def _pretokenize(self, texts: list[str]) -> tuple[list[Any], list[Any]]:
+        """What `encode_batch` hands the Rust tokenizer (raw texts, unless a subclass splits),
+        and per text what `_offset_rows` needs to map offsets back to it."""
+        return texts, [None] * len(texts)
+
+    def _offset_rows(self, encs: Sequence[Any], aligns: tuple[list[Any], list[Any] | None]) -> np.ndarray:
+        """``[B, T, 2]`` char offsets into each original text; (0, 0) for added tokens and padding."""
+        del aligns  # the Rust normalizer tracks alignments itself (char offsets for a str)
+        width = len(encs[0].ids) if encs else 0
+        return np.array([e.offsets for e in encs], dtype=np.int32).reshape(len(encs), width, 2)
+
+    def tokenize(self, text: str) -> list[str]:
+        """Token strings of ``text`` without ``[CLS]``/``[SEP]``."""
+        return list(self._tok.encode(text, add_special_tokens=False).tokens)
 
     def encode_batch(
         self,
@@ -303,6 +316,7 @@ class WordPieceTokenizer:
         max_length: int,
         pairs: Sequence[str] | None = None,
         padding: str = "longest",
+        return_offsets: bool = False,
     ) -> dict[str, np.ndarray]:
         """Tokenize a batch: ``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]``.
 
@@ -310,6 +324,10 @@ class WordPieceTokenizer:
         ``token_type_ids``, each ``[B, T]``: ``T`` is ``max_length`` for
         ``padding="max_length"``, else the longest row (at most
         ``max_length``). Truncation is longest-first for pairs, as in HF.
+        With ``return_offsets``, also ``offset_mapping`` int32 ``[B, T, 2]``:
+        each token's ``[start, end)`` char offsets into its original text
+        (the pair's own text for segment B), as HF's
+        ``return_offsets_mapping``; ``[CLS]``, ``[SEP]`` and padding get (0, 0).
         """
         batch = self._check_texts("texts", texts)
         second = None if pairs is None else self._check_texts("pairs", pairs)
@@ -333,16 +351,26 @@ class WordPieceTokenizer:
         width = max_length if padding == "max_length" else 0
         if not batch:
             empty = np.zeros((0, width), dtype=np.int32)
-            return {"input_ids": empty, "attention_mask": empty.copy(), "token_type_ids": empty.copy()}
+            out = {"input_ids": empty, "attention_mask": empty.copy(), "token_type_ids": empty.copy()}
+            if return_offsets:
+                out["offset_mapping"] = np.zeros((0, width, 2), dtype=np.int32)
+            return out
         tok = self._configured(max_length, padding)
-        first = self._pretokenize(batch)
-        inputs: list[Any] = first if second is None else list(zip(first, self._pretokenize(second)))
+        first, first_aligns = self._pretokenize(batch)
+        second_aligns = None
+        inputs: list[Any] = first
+        if second is not None:
+            words_b, second_aligns = self._pretokenize(second)
+            inputs = list(zip(first, words_b))
         encs = tok.encode_batch(inputs, is_pretokenized=self._is_pretokenized)
-        return {
+        out = {
             "input_ids": np.array([e.ids for e in encs], dtype=np.int32),
             "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int32),
             "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int32),
         }
+        if return_offsets:
+            out["offset_mapping"] = self._offset_rows(encs, (first_aligns, second_aligns))
+        return out
 
     def decode(self, ids: Sequence[int] | np.ndarray, *, skip_special_tokens: bool = True) -> str:
         """Ids ``[T]`` back to text (WordPiece ``##`` pieces joined)."""

@@ -235,18 +235,49 @@ def load_pretrained(
       allow_pickle: read ``pytorch_model.bin`` when there is no safetensors file. Pickle can run
         code, so it is refused unless you opt in. (The public Chinese RoFormer checkpoints ship
         only ``pytorch_model.bin``.)
-      ignore_prefixes: HF names to skip, e.g. ``("cls.",)`` for a BertForPreTraining or
-        RoFormerForMaskedLM checkpoint.
+      ignore_prefixes: HF names to skip. The ``cls.`` head of a directory whose config.json
+        names a ``*ForMaskedLM`` / ``*ForPreTraining`` architecture is skipped automatically.
       dtype: parameter dtype.
       **config_overrides: fields of `EncoderConfig` to override (e.g. ``hidden_dropout=0.0``).
     """
     directory = Path(directory)
+    cfg, tensors = read_checkpoint(directory, allow_pickle=allow_pickle, **config_overrides)
+    if _has_pretraining_head(directory / "config.json"):
+        # A *ForMaskedLM / *ForPreTraining directory: its "cls." head is expected, not stray.
+        ignore_prefixes = (*ignore_prefixes, "cls.")
+    return from_hf_state_dict(cfg, tensors, ignore_prefixes=ignore_prefixes, dtype=dtype,
+                              source=str(directory))
+
+
+def read_checkpoint(directory: Path, *, allow_pickle: bool = False, **config_overrides: Any
+                    ) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
+    """The `EncoderConfig` (``config.json`` plus overrides; no pooler when the checkpoint has
+    none) and the named tensors of an HF model directory."""
     if not directory.is_dir():
         raise FileNotFoundError(f"model directory {directory} does not exist")
     cfg = EncoderConfig.from_hf(directory / "config.json", **config_overrides)
     tensors = read_state_dict(directory, allow_pickle=allow_pickle)
-    return from_hf_state_dict(cfg, tensors, ignore_prefixes=ignore_prefixes, dtype=dtype,
-                              source=str(directory))
+    return without_absent_pooler(cfg, tensors, config_overrides), tensors
+
+
+def without_absent_pooler(cfg: EncoderConfig, tensors: dict[str, np.ndarray],
+                          overrides: dict[str, Any]) -> EncoderConfig:
+    """``use_pooler=False`` when the checkpoint has no pooler (HF's ``BertForMaskedLM`` is built
+    with ``add_pooling_layer=False``) and the caller did not ask for one explicitly."""
+    if "use_pooler" in overrides or not cfg.use_pooler:
+        return cfg
+    if any(name.endswith("pooler.dense.weight") for name in tensors):
+        return cfg
+    return cfg.replace(use_pooler=False)
+
+
+def _has_pretraining_head(config_path: Path) -> bool:
+    """config.json's ``architectures`` names a task model whose head HF keeps under ``cls.``."""
+    try:
+        arch = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(str(a).endswith(("ForMaskedLM", "ForPreTraining")) for a in arch)
 
 
 def save_pretrained(model: Encoder, directory: str | Path, *, tokenizer: Any = None) -> Path:

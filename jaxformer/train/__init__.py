@@ -1,7 +1,7 @@
-"""Training: optimisers, pure jitted steps, checkpoints and the fine-tuning loop.
+"""Training: optimisers, pure jitted steps, checkpoints, the task-agnostic loop and fine-tuning.
 
 Imports flow one way: `train` may import `models`, the kernels and `io`; nothing below imports
-`train`.
+`train` (and `train` never imports the `jaxformer.tasks` built on it).
 """
 
 from jaxformer.train.checkpoint import Checkpointer, finalized_steps
@@ -9,6 +9,8 @@ from jaxformer.train.diagnostics import (CoordCheck, MomentReport, coord_check, 
                                          plot_coord_check, plot_moments)
 from jaxformer.train.finetune import FinetuneConfig, FinetuneResult, classifier_loss, finetune
 from jaxformer.train.linear_probe import accuracy, fit_gradient_descent, fit_lbfgs, log_loss
+from jaxformer.train.loop import (LoopConfig, LoopResult, MetricsLog, evaluate_in_batches,
+                                  shuffled_rows, take_rows, train_loop)
 from jaxformer.train.optim import (adamw, decay_mask, mup_lr_multipliers, scale_updates,
                                    warmup_linear_schedule)
 from jaxformer.train.step import (
@@ -26,6 +28,9 @@ __all__ = [
     "MomentReport",
     "FinetuneConfig",
     "FinetuneResult",
+    "LoopConfig",
+    "LoopResult",
+    "MetricsLog",
     "TrainState",
     "accuracy",
     "adamw",
@@ -33,6 +38,7 @@ __all__ = [
     "coord_check",
     "data_shardings",
     "decay_mask",
+    "evaluate_in_batches",
     "finalized_steps",
     "finetune",
     "fit_gradient_descent",
@@ -47,5 +53,8 @@ __all__ = [
     "plot_coord_check",
     "plot_moments",
     "scale_updates",
+    "shuffled_rows",
+    "take_rows",
+    "train_loop",
     "warmup_linear_schedule",
 ]

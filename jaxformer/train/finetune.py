@@ -1,15 +1,11 @@
 """Fine-tune a `SequenceClassifier` with AdamW, periodic evaluation and exact resume.
 
-Resume is exact because nothing in the loop has hidden state:
-
-- the batch of step ``s`` is a pure function of ``(seed, s)``: epoch ``e = s // steps_per_epoch``
-  is shuffled by ``np.random.default_rng([seed, e])`` (the last incomplete batch is dropped);
-- the dropout key of step ``s`` is ``fold_in(jax.random.key(seed), s)``, taken inside the step;
-- the train state (params, optimiser state, step) and the loss history are checkpointed
-  together, atomically (orbax), every ``checkpoint_every`` steps and at the end.
-
-So a run killed at any moment and started again with the same arguments restores the last
-finalized checkpoint and reproduces the uninterrupted run's parameters and losses.
+`finetune` is a client of the task-agnostic `jaxformer.train.loop.train_loop`: it supplies the
+classification loss (`classifier_loss`), the epoch-shuffled batches (`batch_at`, pure in
+``(seed, step)``), exact evaluation over padded batches (`evaluate`) and BERT's AdamW; the loop
+does the rest (resume, checkpoints, metrics). `jaxformer.tasks.ClassificationTask` reuses the
+same loss and checks. A run killed at any moment and started again with the same arguments
+reproduces the uninterrupted run's parameters and losses (see `jaxformer.train.loop`).
 
 Command (a 40-step toy run; see ``tests/scripts/finetune_run.py``)::
 
@@ -18,7 +14,6 @@ Command (a 40-step toy run; see ``tests/scripts/finetune_run.py``)::
 
 
 import dataclasses
-import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -28,20 +23,12 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
 from jaxformer.models.heads import classification_loss
-from jaxformer.train.checkpoint import Checkpointer
+from jaxformer.train.loop import (LoopConfig, evaluate_in_batches, shuffled_rows, take_rows,
+                                  train_loop)
 from jaxformer.train.optim import adamw
-from jaxformer.train.step import (
-    TrainState,
-    init_train_state,
-    make_eval_step,
-    make_train_step,
-    merge_model,
-)
-
-log = logging.getLogger(__name__)
+from jaxformer.train.step import TrainState
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -149,42 +136,23 @@ def check_data(data: Mapping[str, Any], *, name: str) -> int:
     return lengths["labels"]
 
 
-def _as_device_dtypes(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    # Integer arrays become int32 explicitly (not silently truncated from int64 by jax).
-    return {k: v.astype(np.int32) if np.issubdtype(v.dtype, np.integer) else v
-            for k, v in rows.items()}
-
-
 def batch_at(data: Mapping[str, np.ndarray], step: int, *, batch_size: int, seed: int
              ) -> dict[str, np.ndarray]:
-    """The train batch of `step`: a pure function of ``(seed, step)`` and the data."""
+    """The train batch of `step`: a pure function of ``(seed, step)`` and the data
+    (`shuffled_rows` of `data`, integer arrays as int32)."""
     n = len(data["labels"])
-    per_epoch = n // batch_size
-    epoch, index = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    rows = order[index * batch_size:(index + 1) * batch_size]
-    return _as_device_dtypes({k: np.asarray(v)[rows] for k, v in data.items()})
+    return take_rows(data, shuffled_rows(n, step, batch_size=batch_size, seed=seed))
 
 
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], state: TrainState,
-             data: Mapping[str, np.ndarray], *, batch_size: int) -> dict[str, float]:
-    """Exact mean loss and accuracy over all of `data`.
-
-    Every batch is padded to `batch_size` rows (copies of row 0 with weight 0), so one compiled
-    shape serves all batches and a sharded batch stays divisible by the mesh.
-    """
-    n = len(data["labels"])
-    totals = {"loss": 0.0, "accuracy": 0.0}
-    for start in range(0, n, batch_size):
-        rows = np.arange(start, min(start + batch_size, n))
-        real = len(rows)
-        rows = np.concatenate([rows, np.zeros(batch_size - real, dtype=rows.dtype)])
-        batch = _as_device_dtypes({k: np.asarray(v)[rows] for k, v in data.items()})
-        batch["weights"] = (np.arange(batch_size) < real).astype(np.float32)
-        metrics = eval_step(state, batch)
-        for k in totals:
-            totals[k] += float(metrics[k]) * real
-    return {k: v / n for k, v in totals.items()}
+             data: Mapping[str, np.ndarray], *, batch_size: int, seed: int = 0
+             ) -> dict[str, float]:
+    """Exact mean loss and accuracy over all of `data` (`evaluate_in_batches`: padded batches
+    with a ``weights`` column; batch i gets key ``fold_in(key(seed), i)``, unused by a
+    classifier in eval mode)."""
+    return evaluate_in_batches(eval_step, state, num_examples=len(data["labels"]),
+                               batch_of_rows=lambda rows: take_rows(data, rows),
+                               batch_size=batch_size, seed=seed)
 
 
 def finetune(
@@ -197,6 +165,7 @@ def finetune(
     mesh: Mesh | None = None,
     callbacks: Sequence[Callable[[int, dict[str, float]], Any]] = (),
     progress: bool = True,
+    metrics_path: str | os.PathLike | None = None,
 ) -> FinetuneResult:
     """Fine-tune `model` (a `SequenceClassifier`) on `train_data` for ``config.total_steps``.
 
@@ -212,6 +181,8 @@ def finetune(
       callbacks: ``cb(step, metrics)`` after every step; `step` counts completed updates and
         `metrics` are Python floats (``loss``, ``accuracy``, ``grad_norm``, ``learning_rate``).
       progress: show a tqdm bar.
+      metrics_path: optional JSON-lines metrics file (one train line per step; see
+        `train_loop`).
 
     Returns:
       A `FinetuneResult`.
@@ -225,72 +196,21 @@ def finetune(
     tx = adamw(config.learning_rate, total_steps=config.total_steps,
                warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
                clip_norm=config.clip_norm)
-    graphdef, state = init_train_state(model, tx)
-    train_step = make_train_step(graphdef, tx, classifier_loss, mesh=mesh)
-    eval_step = make_eval_step(graphdef, classifier_loss, mesh=mesh)
-
-    history: list[float] = []
-    eval_history: list[dict[str, float | int]] = []
-    resumed_from = None
-    ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir,
-                                                            max_to_keep=config.max_to_keep)
-    try:
-        if ckpt is not None and ckpt.latest_step() is not None:
-            resumed_from = ckpt.latest_step()
-            state, extra = ckpt.restore(resumed_from, jax.eval_shape(lambda: state))
-            history = [float(x) for x in extra.get("history", [])][:resumed_from]
-            eval_history = list(extra.get("eval_history", []))
-            saved_config = extra.get("config", {})
-            changed = sorted(k for k, v in config.to_dict().items() if saved_config.get(k) != v)
-            if changed:
-                log.warning("resuming with a config that differs from the checkpoint's in %s; "
-                            "the run will not reproduce an uninterrupted one", changed)
-            log.info("resumed from checkpoint step %d in %s", resumed_from, ckpt.directory)
-
-        def metadata() -> dict[str, Any]:
-            return {"history": history, "eval_history": eval_history,
-                    "config": config.to_dict(), "data_cursor": len(history),
-                    "epoch": len(history) // (n // config.batch_size)}
-
-        def run_eval(step: int) -> None:
-            metrics = evaluate(eval_step, state, eval_data, batch_size=config.batch_size)
-            eval_history.append({"step": step, **metrics})
-
-        root_key = jax.random.key(config.seed)
-        start = int(state.step)
-        bar = tqdm(total=config.total_steps, initial=start, disable=not progress,
-                   desc="finetune", dynamic_ncols=True)
-        with bar:
-            for s in range(start, config.total_steps):
-                batch = batch_at(train_data, s, batch_size=config.batch_size, seed=config.seed)
-                state, metrics = train_step(state, batch, key=root_key)
-                metrics = {k: float(v) for k, v in metrics.items()}
-                history.append(metrics["loss"])
-                done = s + 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                for cb in callbacks:
-                    cb(done, metrics)
-                if eval_data is not None and config.eval_every and done % config.eval_every == 0:
-                    run_eval(done)
-                every = config.checkpoint_every
-                if ckpt is not None and every and done % every == 0:
-                    ckpt.save(done, state, extra=metadata())
-        final = int(state.step)
-        if eval_data is not None and (not eval_history or eval_history[-1]["step"] != final):
-            run_eval(final)
-        if ckpt is not None:
-            ckpt.wait()
-            if final not in ckpt.all_steps():
-                ckpt.save(final, state, extra=metadata())
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    return FinetuneResult(
-        model=merge_model(graphdef, state),
-        history=history,
-        eval_history=eval_history,
-        eval_metrics=eval_history[-1] if eval_history else None,
-        resumed_from=resumed_from,
-        state=state,
+    loop_config = LoopConfig(total_steps=config.total_steps, batch_size=config.batch_size,
+                             eval_every=config.eval_every,
+                             checkpoint_every=config.checkpoint_every,
+                             max_to_keep=config.max_to_keep, seed=config.seed)
+    run_eval = None if eval_data is None else (
+        lambda eval_step, state: evaluate(eval_step, state, eval_data,
+                                          batch_size=config.batch_size, seed=config.seed))
+    result = train_loop(
+        model, loss_fn=classifier_loss, tx=tx,
+        batch_at=lambda s: batch_at(train_data, s, batch_size=config.batch_size,
+                                    seed=config.seed),
+        config=loop_config, evaluate=run_eval, checkpoint_dir=checkpoint_dir,
+        metrics_path=metrics_path, mesh=mesh, callbacks=callbacks, progress=progress,
+        desc="finetune", run_config=config.to_dict(),
     )
+    return FinetuneResult(model=result.model, history=result.history,
+                          eval_history=result.eval_history, eval_metrics=result.eval_metrics,
+                          resumed_from=result.resumed_from, state=result.state)

@@ -227,27 +227,35 @@ def make_eval_step(
     *,
     mesh: Mesh | None = None,
     data_axis: str = "data",
-) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-    """Build ``eval_step(state, batch) -> metrics`` (``deterministic=True``, ``key=None``)."""
+) -> Callable[..., dict[str, jax.Array]]:
+    """Build ``eval_step(state, batch, *, key=None) -> metrics`` (``deterministic=True``).
 
-    def eval_step(params: Any, rest: Any, batch: Batch) -> dict[str, jax.Array]:
+    `key` goes to the loss_fn unchanged (no fold_in of the step): a classifier ignores it, a
+    masked-LM loss draws its masking pattern from it even in evaluation, so callers pass fixed
+    keys (``fold_in(key(seed), batch_index)``) and evaluation stays deterministic. The metrics
+    are the loss_fn's plus ``loss``.
+    """
+
+    def eval_step(params: Any, rest: Any, batch: Batch, key: PRNGKeyArray | None
+                  ) -> dict[str, jax.Array]:
         model = nnx.merge(graphdef, params, rest)
-        loss, metrics = loss_fn(model, batch, key=None, deterministic=True)
+        loss, metrics = loss_fn(model, batch, key=key, deterministic=True)
         return {**metrics, "loss": loss}
 
     replicated, data = data_shardings(mesh, data_axis)
     if mesh is None:
         jitted = jax.jit(eval_step)
     else:
-        jitted = jax.jit(eval_step, in_shardings=(replicated, replicated, data),
+        jitted = jax.jit(eval_step, in_shardings=(replicated, replicated, data, replicated),
                          out_shardings=replicated)
 
-    def evaluate(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    def evaluate(state: TrainState, batch: Batch, *, key: PRNGKeyArray | None = None
+                 ) -> dict[str, jax.Array]:
         check_batch(batch, mesh=mesh, data_axis=data_axis)
         params, rest = state.params, state.rest
         if mesh is not None:
-            params, rest = jax.device_put((params, rest), replicated)
+            params, rest, key = jax.device_put((params, rest, key), replicated)
             batch = jax.device_put(batch, data)
-        return jitted(params, rest, batch)
+        return jitted(params, rest, batch, key)
 
     return evaluate

@@ -1,0 +1,12 @@
+"""Tasks: training objectives as small config objects that the task-agnostic loop trains.
+
+A `Task` builds its model, scores a batch, collates its data and evaluates it exactly; `fit`
+runs one through `jaxformer.train.loop.train_loop`. Layering: tasks import `train`, `models`,
+the kernels and `io`; only the CLI and benchmarks import tasks.
+"""
+
+from jaxformer.tasks.base import Task, TaskBase, fit
+from jaxformer.tasks.classification import ClassificationTask
+from jaxformer.tasks.mlm import MaskedLMTask
+
+__all__ = ["ClassificationTask", "MaskedLMTask", "Task", "TaskBase", "fit"]
