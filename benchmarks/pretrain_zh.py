@@ -93,9 +93,6 @@ class PretrainConfig:
                 raise ValueError(f"{name}: expected an int >= 1, got {getattr(self, name)!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup: expected a share in [0, 1), got {self.warmup!r}")
-        if self.whole_word:
-            raise ValueError("whole_word: the prepared corpus carries no word boundaries yet; "
-                             "expected False, got True")
 
     def replace(self, **changes: Any) -> "PretrainConfig":
         return dataclasses.replace(self, **changes)
@@ -122,6 +119,13 @@ def encoder_config(size: str, vocab_size: int, seq_len: int) -> EncoderConfig:
                          initializer_range=0.02)
 
 
+def char_settings(cfg: PretrainConfig, prep_report: dict[str, Any]) -> dict[str, Any]:
+    """The char BERT's cache key: the recipe without the continuation fields, which do not
+    change it (so a recipe that only changes the continuation reuses the char BERT)."""
+    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("continue_")}
+    return {"recipe": recipe, "prepared": prepared_identity(prep_report), "stage": "char"}
+
+
 def prepared_identity(report: dict[str, Any]) -> dict[str, Any]:
     """What a prepared folder holds, for the model cache keys (not its path, so a copy of it
     and the cache entry it came from give the same keys)."""
@@ -139,13 +143,23 @@ def mlm_task(cfg: EncoderConfig, vocab: list[str], whole_word: bool = False) -> 
                         whole_word=whole_word)
 
 
-def as_data(ids: np.ndarray) -> dict[str, np.ndarray]:
-    return {"input_ids": ids.astype(np.int32), "attention_mask": (ids != 0).astype(np.int32)}
+def as_data(corpus: dict[str, np.ndarray], split: str, *, whole_word: bool = False
+            ) -> dict[str, np.ndarray]:
+    """A split of a prepared corpus as MLM data (with ``word_starts`` for whole-word masking)."""
+    ids = corpus[split]
+    data = {"input_ids": ids.astype(np.int32), "attention_mask": (ids != 0).astype(np.int32)}
+    if whole_word:
+        if f"{split}_word_starts" not in corpus:
+            raise ValueError("whole_word: expected word boundaries in the prepared corpus, found "
+                             "none; prepare it with `benchmarks.zh_prepare --word-starts`")
+        data["word_starts"] = corpus[f"{split}_word_starts"].astype(np.int32)
+    return data
 
 
 def train_mlm(task: MaskedLMTask, model: nnx.Module, corpus: dict[str, np.ndarray], *,
               steps: int, lr: float, warmup: float, cfg: PretrainConfig, run_dir: Path,
-              progress: bool = True) -> tuple[nnx.Module, dict[str, Any]]:
+              progress: bool = True, whole_word: bool = False
+              ) -> tuple[nnx.Module, dict[str, Any]]:
     """MLM-train `model`; checkpoints and metrics in `run_dir` (a killed run resumes there)."""
     tx = adamw(lr, total_steps=steps, warmup_steps=int(warmup * steps),
                weight_decay=cfg.weight_decay)
@@ -153,8 +167,9 @@ def train_mlm(task: MaskedLMTask, model: nnx.Module, corpus: dict[str, np.ndarra
                       checkpoint_every=max(1, min(500, steps // 4)), log_every=10,
                       seed=cfg.seed)
     t0 = time.perf_counter()
-    result = fit(task, model, as_data(corpus["train"]), tx=tx, config=loop,
-                 eval_data=as_data(corpus["heldout"]), checkpoint_dir=run_dir / "ckpt",
+    result = fit(task, model, as_data(corpus, "train", whole_word=whole_word), tx=tx,
+                 config=loop, eval_data=as_data(corpus, "heldout", whole_word=whole_word),
+                 checkpoint_dir=run_dir / "ckpt",
                  metrics_path=run_dir / "metrics.jsonl", progress=progress,
                  run_config=dataclasses.asdict(cfg))
     seconds = time.perf_counter() - t0
@@ -203,16 +218,19 @@ def pretrain_all(prepared_dir: Path, cfg: PretrainConfig, *, root: Path | None =
     corpus_char, corpus_word = load_npz(prepared_dir, "corpus_char"), load_npz(prepared_dir,
                                                                               "corpus_word")
     char_cfg = encoder_config(cfg.size, len(char_vocab), seq_len)
-    char_task = mlm_task(char_cfg, char_vocab)
+    # Whole-word masking for the char model (its word boundaries come from jieba); WoBERT's
+    # tokens are mostly whole words already, so it masks tokens.
+    char_task = mlm_task(char_cfg, char_vocab, whole_word=cfg.whole_word)
     base = {"recipe": dataclasses.asdict(cfg), "prepared": prepared_identity(prep_report)}
     out: dict[str, Any] = {}
 
     def char_train(run_dir: Path) -> tuple[nnx.Module, dict[str, Any]]:
         model = char_task.build_model(rngs=nnx.Rngs(cfg.seed))
         return train_mlm(char_task, model, corpus_char, steps=cfg.steps, lr=cfg.lr,
-                         warmup=cfg.warmup, cfg=cfg, run_dir=run_dir, progress=progress)
+                         warmup=cfg.warmup, cfg=cfg, run_dir=run_dir, progress=progress,
+                         whole_word=cfg.whole_word)
 
-    char_path, summary, hit = _stage("char-bert", {**base, "stage": "char"}, char_train,
+    char_path, summary, hit = _stage("char-bert", char_settings(cfg, prep_report), char_train,
                                      char_dir, root)
     out["char"] = {"path": str(char_path), "hit": hit, **summary}
 
@@ -220,7 +238,7 @@ def pretrain_all(prepared_dir: Path, cfg: PretrainConfig, *, root: Path | None =
         model = load_masked_lm(char_path)
         return train_mlm(char_task, model, corpus_char, steps=cfg.continue_steps,
                          lr=cfg.continue_lr, warmup=cfg.warmup, cfg=cfg, run_dir=run_dir,
-                         progress=progress)
+                         progress=progress, whole_word=cfg.whole_word)
 
     path, summary, hit = _stage("char-bert", {**base, "stage": "char-continued"}, char_continue,
                                 char_dir, root)
@@ -287,16 +305,16 @@ def sweep(prepared_dir: Path, cfg: PretrainConfig, budgets: dict[str, int], *,
     for size, steps in budgets.items():
         # The recipe's own settings, so the best size's run is the recipe's cache entry.
         run_cfg = cfg.replace(size=size, steps=steps)
-        task = mlm_task(encoder_config(size, len(char_vocab), seq_len), char_vocab)
-        settings = {"recipe": dataclasses.asdict(run_cfg),
-                    "prepared": prepared_identity(prep_report), "stage": "char"}
+        task = mlm_task(encoder_config(size, len(char_vocab), seq_len), char_vocab,
+                        whole_word=cfg.whole_word)
+        settings = char_settings(run_cfg, prep_report)
 
         def train(run_dir: Path, task: MaskedLMTask = task, run_cfg: PretrainConfig = run_cfg
                   ) -> tuple[nnx.Module, dict[str, Any]]:
             model = task.build_model(rngs=nnx.Rngs(run_cfg.seed))
             return train_mlm(task, model, corpus, steps=run_cfg.steps, lr=run_cfg.lr,
                              warmup=run_cfg.warmup, cfg=run_cfg, run_dir=run_dir,
-                             progress=progress)
+                             progress=progress, whole_word=run_cfg.whole_word)
 
         path, summary, hit = _stage("char-bert", settings, train, char_dir, root)
         rows.append({"size": size, "layers_hidden_heads_ffn": SIZES[size], "steps": steps,
@@ -352,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), help="override the preset's size")
     parser.add_argument("--steps", type=int, help="override the preset's char steps")
     parser.add_argument("--continue-steps", type=int, help="override the continuation steps")
+    parser.add_argument("--whole-word", action="store_true",
+                        help="whole-word masking for the char BERT (jieba word boundaries)")
     parser.add_argument("--out", default="results", help="results root")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--measure-cpu", action="store_true",
@@ -368,11 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PRESETS[args.preset]
     overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps),
                                    ("continue_steps", args.continue_steps)) if v is not None}
+    if args.whole_word:
+        overrides["whole_word"] = True
     cfg = cfg.replace(**overrides)
     if args.prepared:
         prepared_dir = Path(args.prepared)
     else:
-        prepared_dir, _ = prepared(args.data_dir, PrepareConfig())
+        prepared_dir, _ = prepared(args.data_dir, PrepareConfig(word_starts=args.whole_word))
     command = "python -m benchmarks.pretrain_zh " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.measure_cpu:
         seconds = measure_step_seconds([s for s in SIZES if s != "tiny"], cfg,

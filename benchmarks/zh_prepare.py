@@ -28,6 +28,7 @@ import numpy as np
 from jaxformer.io import WordPieceTokenizer
 from jaxformer.io.cache import cached_build
 from jaxformer.io.corpora import people_daily_texts
+from jaxformer.io.jieba_tokenizer import Segmenter
 from jaxformer.io.wobert_vocab import build_wobert_vocab, save_wobert_vocab
 from jaxformer.io.zh_corpus import build_corpus, pack, text_segmentate
 from jaxformer.io.zh_tasks import chnsenticorp_split, fewclue_classification, thucnews_titles
@@ -55,6 +56,8 @@ class PrepareConfig:
       p7_texts: texts per length for the throughput goal.
       limit_chunks: keep only this many training chunks (tests and --quick; None = all).
       limit_examples: keep only this many examples of each R6 split (tests; None = all).
+      word_starts: also store, for the char corpus, which tokens start a jieba word (the
+        boundaries whole-word masking needs; ``train_word_starts`` / ``heldout_word_starts``).
     """
 
     seq_len: int = 128
@@ -66,6 +69,7 @@ class PrepareConfig:
     p7_texts: int = 64
     limit_chunks: int | None = None
     limit_examples: int | None = None
+    word_starts: bool = False
 
     def __post_init__(self) -> None:
         if not 8 <= self.seq_len <= 512:
@@ -84,6 +88,23 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
         enc = tokenizer.encode_batch(texts[start:start + 4096], max_length=max_length,
                                      padding="max_length")
         out[start:start + len(enc["input_ids"])] = enc["input_ids"]
+    return out
+
+
+def word_starts(tokenizer: Any, texts: list[str], max_length: int) -> np.ndarray:
+    """``[N, max_length]`` uint8: 1 where a token starts a jieba word (``HMM=False``) of its
+    text, found through the tokens' character offsets; 0 on specials, padding and the tokens
+    inside a word. Whole-word masking (Cui et al. 2019) masks words, not characters."""
+    segment = Segmenter("jieba")
+    out = np.zeros((len(texts), max_length), np.uint8)
+    for start in range(0, len(texts), 4096):
+        part = texts[start:start + 4096]
+        enc = tokenizer.encode_batch(part, max_length=max_length, padding="max_length",
+                                     return_offsets=True)
+        for i, text in enumerate(part):
+            begins = np.fromiter((s for _, s in segment(text)), np.int64)
+            first, last = enc["offset_mapping"][i, :, 0], enc["offset_mapping"][i, :, 1]
+            out[start + i] = (last > first) & np.isin(first, begins)
     return out
 
 
@@ -143,6 +164,9 @@ def build_prepared(data_dir: Path, cfg: PrepareConfig, out: Path) -> dict[str, A
         tok = char_tok if name == "char" else word_tok
         arrays = {"train": _encode(tok, train, cfg.seq_len),
                   "heldout": _encode(tok, heldout, cfg.seq_len)}
+        if cfg.word_starts and name == "char":
+            arrays["train_word_starts"] = word_starts(tok, train, cfg.seq_len)
+            arrays["heldout_word_starts"] = word_starts(tok, heldout, cfg.seq_len)
         np.savez_compressed(out / f"corpus_{name}.npz", **arrays)
         chars = sum(len(t) for t in train)
         report[f"corpus_{name}"] = {
@@ -210,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="the shared Chinese data folder")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="2,000 training chunks only")
+    parser.add_argument("--word-starts", action="store_true",
+                        help="store jieba word boundaries (for --whole-word pretraining)")
     parser.add_argument("--copy-to", default=None,
                         help="also copy the prepared folder here (for a machine without the data)")
     args = parser.parse_args(argv)
-    cfg = PrepareConfig(seq_len=args.seq_len, limit_chunks=2000 if args.quick else None)
+    cfg = PrepareConfig(seq_len=args.seq_len, limit_chunks=2000 if args.quick else None,
+                        word_starts=args.word_starts)
     path, hit = prepared(args.data_dir, cfg)
     print(f"{'cache hit' if hit else 'built'}: {path}")
     print(json.dumps(json.loads((path / "report.json").read_text("utf-8")), indent=1,

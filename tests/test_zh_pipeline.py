@@ -15,7 +15,19 @@ import pytest
 from jaxformer.models.pretrained import load_pretrained
 from jaxformer.models.pretrained_lm import load_masked_lm
 
-TINY_PREP = dict(limit_chunks=48, max_heldout=12, p7_texts=4, limit_examples=40)
+TINY_PREP = dict(limit_chunks=48, max_heldout=12, p7_texts=4, limit_examples=40,
+                 word_starts=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+    """Skip XLA's optimisation passes: compile time dominates these toy-sized runs on CPU."""
+    import jax
+
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +179,38 @@ def test_r6_cut_keeps_sep():
     ids = np.array([[101, 5, 6, 7, 102, 0], [101, 5, 6, 102, 0, 0], [101, 102, 0, 0, 0, 0]])
     np.testing.assert_array_equal(cut(ids, 4, 102), [[101, 5, 6, 102], [101, 5, 6, 102],
                                                      [101, 102, 0, 0]])
+
+
+def test_whole_word_masking_on_jieba_words(prep):
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.pretrain_zh import as_data, encoder_config, mlm_task, vocab_of
+    from benchmarks.zh_prepare import load_npz
+    from jaxformer.train.lm import word_first_index
+
+    path, _ = prep
+    corpus = load_npz(path, "corpus_char")
+    data = as_data(corpus, "train", whole_word=True)
+    starts, ids = data["word_starts"], data["input_ids"]
+    assert starts.shape == ids.shape and set(np.unique(starts)) <= {0, 1}
+    # Specials and padding never start a word; Chinese words mostly span 1-4 characters.
+    assert not starts[ids == 0].any() and not starts[:, 0].any()
+    assert 0.4 < starts.sum() / (ids != 0).sum() < 0.95
+    vocab = vocab_of(path / "char_tokenizer")
+    task = mlm_task(encoder_config("tiny", len(vocab), 128), vocab, whole_word=True)
+    batch = {k: jnp.asarray(v[:8]) for k, v in data.items()}
+    _, positions, _, weights = task.corrupt(batch, key=jax.random.key(0))
+    selected = np.zeros(ids[:8].shape, bool)
+    np.put_along_axis(selected, np.asarray(positions), np.asarray(weights) > 0, axis=1)
+    maskable = (ids[:8] != 0) & ~np.isin(ids[:8], [100, 101, 102])
+    after_fixed = np.concatenate([np.ones((8, 1), bool), ~maskable[:, :-1]], axis=1)
+    word = np.asarray(word_first_index(jnp.asarray(((starts[:8] > 0) & maskable) | ~maskable
+                                                   | after_fixed)))
+    assert selected.any()
+    for row in range(8):
+        for w in np.unique(word[row][maskable[row]]):
+            members = selected[row][(word[row] == w) & maskable[row]]
+            assert members.all() or not members.any()
+    with pytest.raises(ValueError, match="prepare it with `benchmarks.zh_prepare --word-starts`"):
+        as_data({"train": ids}, "train", whole_word=True)

@@ -49,6 +49,7 @@ __all__ = [
     "SEGMENTERS",
     "JiebaWordPieceTokenizer",
     "RoFormerTokenizer",
+    "Segmenter",
     "is_cjk_char",
     "is_punctuation",
 ]
@@ -113,8 +114,9 @@ def _new_jieba() -> Any:
     return tok
 
 
-class _Segmenter:
-    """``text -> [(word, start)]`` with jieba's dictionary, ``HMM=False``; the backend loads lazily."""
+class Segmenter:
+    """``segment(text) -> [(word, start)]``: jieba's dictionary segmentation (``HMM=False``) by
+    ``"jieba"`` or ``"rjieba"``; the backend loads on first use."""
 
     def __init__(self, name: str) -> None:
         if name not in SEGMENTERS:
@@ -155,7 +157,7 @@ class JiebaWordPieceTokenizer(WordPieceTokenizer):
         if not isinstance(vocab, dict) or not vocab:
             raise ValueError(f"vocab: expected a non-empty dict token -> id, got {type(vocab).__name__} "
                              f"of length {len(vocab) if isinstance(vocab, dict) else 'n/a'}")
-        self._segment = _Segmenter(segmenter)
+        self._segment = Segmenter(segmenter)
         specials = _special_tokens(dict(special_tokens or {}))
         tok = Tokenizer(
             models.WordPiece(
