@@ -56,6 +56,7 @@ class R6Config:
       epochs: per set; steps = epochs * train examples // batch_size.
       lr, batch_size, warmup: AdamW peak rate, batch, warmup share of the steps.
       seeds: one run per seed.
+      max_steps: cap on the optimiser steps of every run (None: epochs decide).
       max_len: per set, cut the prepared rows to this many tokens (ending them with [SEP]);
         sets not named keep the prepared length.
       limit_train, limit_test: keep only this many examples (tests; None = all).
@@ -67,6 +68,7 @@ class R6Config:
     batch_size: int = 32
     warmup: float = 0.1
     seeds: tuple[int, ...] = (0, 1, 2)
+    max_steps: int | None = None
     max_len: tuple[tuple[str, int], ...] = ()
     limit_train: int | None = None
     limit_test: int | None = None
@@ -81,9 +83,10 @@ class R6Config:
 
 PRESETS = {
     "full": R6Config(),
-    # A 2-CPU-core session: fewer epochs, and the two long-text sets cut to 128 tokens.
+    # A 2-CPU-core session: at most 150 steps of batch 32 per run, and the two long-text sets
+    # cut to 128 tokens (about 20 minutes for the 24 runs of an L2-H256 pair).
     "cpu-session": R6Config(epochs=(("thucnews", 1), ("tnews", 5), ("iflytek", 3),
-                                    ("chnsenticorp", 1)),
+                                    ("chnsenticorp", 1)), max_steps=150, lr=1e-4,
                             max_len=(("iflytek", 128), ("chnsenticorp", 128))),
 }
 
@@ -111,6 +114,8 @@ def run_one(model_dir: Path, arrays: dict[str, np.ndarray], model: str, num_labe
     train = _data(arrays, "train", model, cfg.limit_train, length, sep)
     test = _data(arrays, "test", model, cfg.limit_test, length, sep)
     steps = max(1, epochs * len(train["labels"]) // cfg.batch_size)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
     encoder = load_pretrained(model_dir)
     classifier = SequenceClassifier(encoder, num_labels, rngs=nnx.Rngs(1000 + seed))
     ft = FinetuneConfig(learning_rate=cfg.lr, batch_size=cfg.batch_size, total_steps=steps,
@@ -173,7 +178,7 @@ def run(prepared_dir: Path, models: dict[str, Path], cfg: R6Config,
             "train_examples": report[name]["train_examples"],
             "test_examples": report[name]["test_examples"],
             "max_len": dict(cfg.max_len).get(name, report[name]["max_len"]),
-            "epochs": dict(cfg.epochs)[name],
+            "epochs": dict(cfg.epochs)[name], "steps": runs["char"][0]["steps"],
             "tokens_per_text": {"char": report[name]["train_char_tokens"],
                                 "word": report[name]["train_word_tokens"]},
         })

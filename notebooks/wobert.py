@@ -136,7 +136,8 @@ def latest(name: str) -> list[Path]:
     return sorted((ROOT / "results").glob(f"*/{name}.json"))
 
 
-for name in ("wobert_speed", "wobert_speed_bf16", "pretrain_zh", "pretrain_zh_sweep",
+for name in ("wobert_speed", "wobert_speed_bf16", "pretrain_zh", "pretrain_zh_cpu-session",
+             "pretrain_zh_sweep",
              "wobert_r6"):
     for path in latest(name):
         report = json.loads(path.read_text("utf-8"))

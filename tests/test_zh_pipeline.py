@@ -116,6 +116,8 @@ def test_pretrain_stages_cache_and_formats(prep, models, tmp_path):
     again = pretrain_all(path, PRESETS["tiny"], root=root, progress=False)
     assert [again[s]["hit"] for s in again] == [True] * 3
     assert again["wobert"]["heldout"] == first["wobert"]["heldout"]
+    char_only = pretrain_all(path, PRESETS["tiny"], root=root, progress=False, char_only=True)
+    assert list(char_only) == ["char"] and char_only["char"]["hit"]
 
     word_dir = first["wobert"]["path"]
     lm = load_masked_lm(word_dir)
@@ -214,3 +216,18 @@ def test_whole_word_masking_on_jieba_words(prep):
             assert members.all() or not members.any()
     with pytest.raises(ValueError, match="prepare it with `benchmarks.zh_prepare --word-starts`"):
         as_data({"train": ids}, "train", whole_word=True)
+
+
+def test_sweep_budgets():
+    from benchmarks.pretrain_zh import sweep_budgets
+
+    # Steps in the budget: hours * 3600 / (seconds per step), at least one.
+    assert sweep_budgets("L2-H256=1.5,L4-H384=4.5", 1.0) == {"L2-H256": 2400, "L4-H384": 800}
+    assert sweep_budgets("L2-H256=1.5", 0.25) == {"L2-H256": 600}
+    assert sweep_budgets("tiny=1e9", 1.0) == {"tiny": 1}
+    with pytest.raises(ValueError, match=r"--sweep: expected SIZE=SECONDS .* got 'L9-H1=2'"):
+        sweep_budgets("L9-H1=2", 1.0)
+    with pytest.raises(ValueError, match=r"SECONDS > 0, got 'L2-H256=fast'"):
+        sweep_budgets("L2-H256=fast", 1.0)
+    with pytest.raises(ValueError, match=r"--sweep-hours: expected a number > 0, got 0"):
+        sweep_budgets("L2-H256=1.5", 0)
