@@ -14,7 +14,8 @@ Each model is an HF ``BertForMaskedLM`` directory (safetensors + tokenizer) in t
 rerun with the same settings is a cache hit; a corrupt entry is rebuilt. Training checkpoints
 (orbax) sit beside the cache entries, so a killed run resumes where it stopped. Weights never go
 into the repository; the report (held-out MLM loss and accuracy, settings, curves) goes to
-``results/<device>/pretrain_zh.{json,md}``.
+``results/<device>/pretrain_zh.{json,md}`` (``pretrain_zh_<preset>`` for presets other than
+``cpu-hour``).
 
 ``--sweep SIZE=SECONDS,...`` first trains each candidate size for the number of steps it runs
 in ``--sweep-hours`` (default 1) on 2 CPU cores, given its seconds per step there (measured with
@@ -464,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep_only:
             return 0
         best = min(sweep_rows, key=lambda r: r["heldout_loss"])
-        # The best size at the recipe's full budget: a shorter sweep only picks the size.
+        # The best size at the one-hour budget (its sweep steps scaled up, as the committed
+        # results/cpu/pretrain_zh.md ran): a shorter sweep only picks the size.
         steps = max(1, int(best["steps"] / args.sweep_hours))
         cfg = cfg.replace(size=best["size"], steps=steps)
         print(f"sweep: best size {best['size']} ({steps} steps)", flush=True)

@@ -137,8 +137,7 @@ def latest(name: str) -> list[Path]:
 
 
 for name in ("wobert_speed", "wobert_speed_bf16", "pretrain_zh", "pretrain_zh_cpu-session",
-             "pretrain_zh_sweep",
-             "wobert_r6"):
+             "pretrain_zh_sweep", "wobert_r6"):
     for path in latest(name):
         report = json.loads(path.read_text("utf-8"))
         print(f"--- {path.relative_to(ROOT)}: {report['title']}")
