@@ -98,6 +98,7 @@ def batch_stats(x: Float[Array, "N E"], y: Integer[Array, " N"], *, num_classes:
     `fit_analytic` and `stream_stats` on concrete arrays; inside jit an out-of-range label is
     dropped by the one-hot.
     """
+    _check_label_dtype(y)
     with precision_scope(precision):
         return _batch_stats(x, y, num_classes=num_classes, weights=weights)
 
@@ -226,14 +227,24 @@ class AnalyticModel(NamedTuple):
         return jnp.argmax(self.logits(x), axis=-1)
 
 
+def _check_label_dtype(y: ArrayLike) -> None:
+    """Refuse labels that are not integer class ids, before JAX sees them: ``jnp.asarray`` of a
+    string array raises JAX's own TypeError, which names neither `y` nor the dtype."""
+    dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        hint = ("; map them to ids first, e.g. classes, y = np.unique(y, return_inverse=True)"
+                if np.dtype(dtype).kind in "OSU" else "")
+        raise TypeError(f"y must hold integer class ids 0..C-1 (0/1 for two classes), got dtype "
+                        f"{dtype}{hint}")
+
+
 def _check_arrays(x: ArrayLike, y: ArrayLike, num_classes: int | None) -> int:
     if np.ndim(x) != 2:
         raise ValueError(f"X must have rank 2 [N, E], got shape {tuple(np.shape(x))}")
     if np.ndim(y) != 1 or np.shape(y)[0] != np.shape(x)[0]:
         raise ValueError(f"y must have shape [N] = [{np.shape(x)[0]}] like X's first axis, "
                          f"got {tuple(np.shape(y))}")
-    if not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
-        raise TypeError(f"y must hold integer class ids, got dtype {jnp.asarray(y).dtype}")
+    _check_label_dtype(y)
     concrete = not isinstance(x, jax.core.Tracer) and not isinstance(y, jax.core.Tracer)
     if concrete:
         xv, yv = np.asarray(x), np.asarray(y)

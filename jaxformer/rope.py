@@ -44,7 +44,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray, Real
+from jaxtyping import Array, Float, PRNGKeyArray, Real, Shaped
 
 from jaxformer.rope_layouts import (  # noqa: F401  (re-exported: part of the rope API)
     LAYOUTS,
@@ -155,6 +155,18 @@ def _check_finite(positions: Any) -> None:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"positions must be finite; got {int(bad.sum())} non-finite value(s), "
                          f"the first {values[where]} at index {where}")
+
+
+def _check_x(x: Any) -> None:
+    """`x` must be ``[B, T, H, D]`` floats: the rotation is cast back to ``x.dtype``, so integer
+    (or bool) queries would come back with their cos/sin products truncated, and complex ones
+    without their imaginary part."""
+    if x.ndim != 4:
+        raise ValueError(f"x must have rank 4 [B, T, H, D], got rank {x.ndim} with shape "
+                         f"{tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must have a floating dtype (float32, bfloat16, float16, float64), got "
+                        f"{x.dtype}; cast it first, e.g. x.astype(jnp.float32)")
 
 
 def _positions_3d(positions: Any) -> Array:
@@ -332,7 +344,7 @@ def _rotate(x: Float[Array, "B T H D"], angles: Float[Array, "#B T #H P"], *, la
 
 
 def apply_rope(
-    x: Float[Array, "..."],
+    x: Shaped[Array, "..."],
     positions: Positions,
     *,
     layout: str = "interleaved",
@@ -345,7 +357,8 @@ def apply_rope(
     """Rotate queries or keys ``x`` by their tokens' positions (1D, 2D or N-D RoPE).
 
     Args:
-      x: ``[B, T, H, D]`` queries or keys, any float dtype; the output has the same dtype.
+      x: ``[B, T, H, D]`` queries or keys, any float dtype; the output has the same dtype
+        (integer, bool or complex x is refused: the cast back would truncate it).
       positions: ``[B, T]`` (1D) or ``[B, T, A]`` (A axes, e.g. (row, col) or (t, h, w)),
         integer or float, per token, so packed sequences (positions restarting mid-row) and
         variable-resolution batches need nothing special. B may be 1 (broadcast over x's B).
@@ -369,9 +382,7 @@ def apply_rope(
       ``[B, T, H, D]``, ``x.dtype``.
     """
     _check_layout(layout, "layout")
-    if x.ndim != 4:
-        raise ValueError(f"x must have rank 4 [B, T, H, D], got rank {x.ndim} with shape "
-                         f"{tuple(x.shape)}")
+    _check_x(x)  # annotated Shaped, not Float, so that this error, not jaxtyping's, names x
     batch, tokens, heads, head_dim = x.shape
     if positions.ndim in (2, 3) and (positions.shape[0] not in (1, batch)
                                      or positions.shape[1] != tokens):

@@ -22,21 +22,10 @@ from synthetic import token_task
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """Skip XLA's optimisation passes: CPU compile time dominates these tests."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
-@pytest.fixture(scope="module")
-def mesh():
-    if jax.device_count() < 8:
-        pytest.skip("needs 8 devices (conftest sets jax_num_cpu_devices=8), "
-                    f"got {jax.device_count()}")
-    return jax.make_mesh((8,), ("data",))
 
 
 def run(mesh, data, *, steps: int = STEPS):

@@ -5,6 +5,8 @@ shared-covariance model, solved by its own code) and `sklearn.covariance.ledoit_
 the whitened identity Σ = I − Σ p_c m_cᵀ m_c is checked with NumPy alone. Parity runs in float64.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,6 +183,24 @@ def test_bad_input():
         fit_analytic(fx, fy, shrinkage=1.5)
     with pytest.raises(ValueError, match="batch 1: X must be finite"):
         stream_stats([(x[:10], y[:10]), (np.full((2, 4), np.nan), y[:2])], num_classes=3, dim=4)
+
+
+@pytest.mark.parametrize("labels", [np.array(["a", "b"] * 4), np.array([b"a", b"b"] * 4),
+                                    np.array(["a", 1] * 4, dtype=object)],
+                         ids=["str", "bytes", "object"])
+def test_string_labels_name_y_and_dtype(labels):
+    """String (or object) labels get the library's error naming `y`, what it takes and the dtype,
+    not JAX's "Error interpreting argument" from `jnp.asarray`; every entry point shares it."""
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    dtype = re.escape(str(np.asarray(labels).dtype))
+    expected = rf"y must hold integer class ids 0\.\.C-1 \(0/1 for two classes\), got dtype {dtype}"
+    hint = r"; map them to ids first, e\.g\. classes, y = np\.unique\(y, return_inverse=True\)"
+    with pytest.raises(TypeError, match=expected + hint):
+        fit_analytic(x, labels)
+    with pytest.raises(TypeError, match=r"batch 0: " + expected):
+        stream_stats([(x, labels)], num_classes=2, dim=2)
+    with pytest.raises(TypeError, match=expected):
+        sharded_stats(x, labels, num_classes=2, mesh=jax.make_mesh((8,), ("data",)))
 
 
 def test_more_features_than_examples_warns_and_shrinks():

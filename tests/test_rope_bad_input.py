@@ -90,6 +90,24 @@ def test_x_wrong_rank(shape):
         apply_rope(jnp.zeros(shape, jnp.float32), POS1)
 
 
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.uint8, jnp.bool_, jnp.complex64])
+def test_x_not_floating(dtype):
+    """Integer x used to come back rotated and truncated to integers (the output is cast to
+    x.dtype), complex x without its imaginary part: both are refused, naming x and the dtype."""
+    x = jnp.ones((2, 3, 2, 8), dtype)
+    with pytest.raises(TypeError, match=re.escape(
+            "x must have a floating dtype (float32, bfloat16, float16, float64), got "
+            f"{jnp.dtype(dtype)}; cast it first")):
+        apply_rope(x, POS1)
+    with pytest.raises(TypeError, match=r"x must have a floating dtype .* got int32"):
+        jax.jit(apply_rope)(jnp.ones((2, 3, 2, 8), jnp.int32), POS1)  # a static check: also traced
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_x_floating_dtypes_accepted(dtype):
+    assert apply_rope(jnp.ones((2, 3, 2, 8), dtype), POS1).dtype == dtype
+
+
 @pytest.mark.parametrize("shape", [(3,), (2, 3, 2, 1)])
 def test_positions_wrong_rank(shape):
     with pytest.raises(ValueError, match=re.escape(

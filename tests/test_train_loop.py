@@ -27,13 +27,8 @@ from jaxformer.train.step import init_train_state, make_eval_step
 from synthetic import token_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """Skip XLA's optimisation passes: CPU compile time dominates these tests."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 class LinearTask(TaskBase):

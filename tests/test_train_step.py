@@ -25,15 +25,8 @@ from jaxformer.models.modules import named_leaves
 from synthetic import token_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """XLA's optimisation passes dominate the CPU compile time of a train step (about 11 s ->
-    2.5 s for the tiny encoder with dropout). Every comparison here is between programs
-    compiled under the same setting."""
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def make_model(seed: int = 0) -> SequenceClassifier:

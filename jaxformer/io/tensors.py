@@ -101,6 +101,18 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise CheckpointError(f"cannot read safetensors file {p}: {e}") from e
 
 
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file's header (empty when it has none)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"expected a safetensors file at {p}, but it does not exist")
+    try:
+        with safe_open(str(p), framework="np") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own SafetensorError / OSError types
+        raise CheckpointError(f"cannot read safetensors file {p}: {e}") from e
+
+
 def _read_sharded(index_path: Path, read_shard: Any) -> dict[str, np.ndarray]:
     """Read an HF ``*.index.json`` (``{"weight_map": {name: shard_file}}``) and its shards.
 

@@ -8,5 +8,7 @@ the kernels and `io`; only the CLI and benchmarks import tasks.
 from jaxformer.tasks.base import Task, TaskBase, fit
 from jaxformer.tasks.classification import ClassificationTask
 from jaxformer.tasks.mlm import MaskedLMTask
+from jaxformer.tasks.simcse import SimCSETask, simcse_data
 
-__all__ = ["ClassificationTask", "MaskedLMTask", "Task", "TaskBase", "fit"]
+__all__ = ["ClassificationTask", "MaskedLMTask", "SimCSETask", "Task", "TaskBase", "fit",
+           "simcse_data"]
