@@ -146,20 +146,22 @@ def whiten_k(width: int) -> int:
     return 256 if width > 256 else width // 2
 
 
-def load_set(data_dir: Path, s: EvalSet, limit: int | None) -> tuple[SentencePairs, list[str]]:
-    """The evaluated pairs and the SimCSE training pool (distinct sentences of the training
-    files, minus every sentence of the evaluated pairs)."""
+def load_set(data_dir: Path, s: EvalSet, limit: int | None
+             ) -> tuple[SentencePairs, list[str], set[str]]:
+    """The evaluated pairs (the first `limit`), the SimCSE training pool (the distinct
+    sentences of the training files, minus every sentence of the evaluated file) and the
+    evaluated file's sentences."""
     pairs = read_sts_pairs(data_dir / s.eval_file, s.format)
+    evaluated = set(pairs.sentences())
     if limit is not None:
         pairs = dataclasses.replace(pairs, s1=pairs.s1[:limit], s2=pairs.s2[:limit],
                                     scores=pairs.scores[:limit], lines=pairs.lines[:limit])
-    evaluated = set(read_sts_pairs(data_dir / s.eval_file, s.format).sentences())
     pool: dict[str, None] = {}
     for f in s.train_files:
         for sentence in read_sts_pairs(data_dir / f, s.format).sentences():
             if sentence not in evaluated and sentence.strip():
                 pool[sentence] = None
-    return pairs, list(pool)
+    return pairs, list(pool), evaluated
 
 
 def sample_pool(pool: list[str], n: int, seed: int) -> list[str]:
@@ -272,10 +274,9 @@ def run(data_dir: Path, dirs: dict[str, Path], cfg: R7Config, *, sets: Sequence[
     each. A SimCSE run (model, dropout, seed) trains once on the shared pool and is evaluated
     on every set."""
     loaded = {s.name: load_set(data_dir, s, cfg.limit_eval) for s in sets}
-    evaluated = set()
-    for s in sets:  # every sentence of every evaluated file, whatever limit_eval keeps
-        evaluated |= set(read_sts_pairs(data_dir / s.eval_file, s.format).sentences())
-    pools = {name: pool for name, (_, pool) in loaded.items()}
+    # Every sentence of every evaluated file (whatever limit_eval keeps) stays out of training.
+    evaluated = set().union(*(sentences for _, _, sentences in loaded.values()))
+    pools = {name: pool for name, (_, pool, _) in loaded.items()}
     for name, model_dir in dirs.items():
         tokenizer = load_tokenizer(model_dir)
         base = load_pretrained(model_dir)

@@ -43,7 +43,7 @@ from flax import nnx
 
 from benchmarks.harness import Column, environment, write_report
 from benchmarks.zh_prepare import PrepareConfig, load_npz, prepared
-from jaxformer.io.cache import cache_root, cached_build, settings_key
+from jaxformer.io.cache import cache_root, cached_build, portable_path, settings_key
 from jaxformer.models.config import EncoderConfig
 from jaxformer.models.pretrained_lm import load_masked_lm, save_masked_lm
 from jaxformer.models.vocab_transfer import resize_vocabulary
@@ -344,7 +344,8 @@ def sweep(prepared_dir: Path, cfg: PretrainConfig, budgets: dict[str, int], *,
         rows.append({"size": size, "layers_hidden_heads_ffn": SIZES[size], "steps": steps,
                      "heldout_loss": summary["heldout"]["loss"],
                      "heldout_accuracy": summary["heldout"]["accuracy"],
-                     "seconds": summary["train_seconds"], "path": str(path), "hit": hit})
+                     "seconds": summary["train_seconds"], "path": portable_path(path, root),
+                     "hit": hit})
         print(f"sweep {size}: {steps} steps, held-out loss {rows[-1]['heldout_loss']:.3f}",
               flush=True)
         if on_row is not None:
@@ -388,7 +389,8 @@ def report_rows(results: dict[str, Any], cfg: PretrainConfig, vocab: dict[str, i
             "lr": cfg.lr if stage == "char" else cfg.continue_lr,
             "heldout_loss": r["heldout"]["loss"], "heldout_accuracy": r["heldout"]["accuracy"],
             "train_loss": r["final_train_loss"], "seconds": r["train_seconds"],
-            "cache": "hit" if r["hit"] else "built", "curve": r["curve"], "path": r["path"],
+            "cache": "hit" if r["hit"] else "built", "curve": r["curve"],
+            "path": portable_path(r["path"]),
             "vocab_transfer": r.get("vocab_transfer"),
         })
     return rows

@@ -80,3 +80,13 @@ def test_settings_key_and_kind_checks(tmp_path):
     assert settings_key({"a": 1}) != settings_key({"a": 2})
     with pytest.raises(ValueError, match=r"kind: expected a plain folder name, got '../x'"):
         cached_build("../x", {}, lambda folder: None, root=tmp_path)
+
+
+def test_portable_path_names_cache_entries_without_the_home(tmp_path, monkeypatch):
+    from jaxformer.io.cache import portable_path
+
+    monkeypatch.setenv("JAXFORMER_CACHE", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "char-bert" / "0123"
+    entry.mkdir(parents=True)
+    assert portable_path(entry) == "$JAXFORMER_CACHE/char-bert/0123"
+    assert portable_path(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")

@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             white = "" if whitening is None else f", whitened to {whitening.k} dims on {fit_desc}"
             print(f"{pooling:<15} spearman {rho:+.4f}  (n={len(pairs)}, max_length={max_length}"
                   f"{white})", flush=True)
-    if not np.isfinite(rho):
-        print(f"jaxformer {NAME}: note: Spearman is NaN (constant scores or embeddings)",
-              file=sys.stderr)
+        if not np.isfinite(rho):
+            print(f"jaxformer {NAME}: note: {pooling}: Spearman is NaN (constant scores or "
+                  "embeddings)", file=sys.stderr)
     return 0

@@ -31,6 +31,16 @@ def cache_root() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "jaxformer"
 
 
+def portable_path(path: str | os.PathLike[str], root: Path | None = None) -> str:
+    """`path` as ``$JAXFORMER_CACHE/<relative>`` when it lies in the cache (`root`, default
+    `cache_root`), else unchanged: reports name cache entries without this machine's home."""
+    root = cache_root() if root is None else Path(root)
+    try:
+        return "$JAXFORMER_CACHE/" + Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def settings_key(settings: Mapping[str, Any]) -> str:
     """A 16-hex-digit key of the canonical JSON of `settings` (sorted keys, no spaces)."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)

@@ -19,7 +19,7 @@ import numpy as np
 from jaxformer.contrastive import alignment, uniformity
 from jaxformer.io.sts_pairs import SentencePairs
 from jaxformer.models.sentence import embed_poolings
-from jaxformer.similarity import cosine_rows, pair_spearman
+from jaxformer.similarity import pair_spearman
 from jaxformer.whitening import Whitening, fit_whitening, stats_of, whiten
 
 
@@ -106,8 +106,3 @@ def whitened(vectors: PairVectors, whitening: Whitening | None) -> PairVectors:
         return vectors
     return PairVectors(*(np.asarray(whiten(x, whitening))
                          for x in (vectors.u, vectors.v, vectors.sentences)))
-
-
-def cosines(vectors: PairVectors) -> np.ndarray:
-    """[N] the pairs' cosine similarities (float32)."""
-    return np.asarray(cosine_rows(jnp.asarray(vectors.u), jnp.asarray(vectors.v)))
