@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-sentences", type=int, default=R7Config.train_sentences)
     parser.add_argument("--supervised", action="store_true",
                         help="also train supervised SimCSE on Chinese-MNLI dev triplets")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the stored runs, training nothing (the "
+                        "seeds column says how many runs each cell has)")
     parser.add_argument("--quick", action="store_true",
                         help="64 evaluated pairs, 128 training sentences, one seed (smoke test)")
     parser.add_argument("--out", default="results")
@@ -378,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def same_settings(stored: dict[str, Any]) -> bool:
         mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        return all(stored.get(k) == v for k, v in mine.items()
+        # A setting an older runs file lacks had its default then (settings are only added).
+        defaults = json.loads(json.dumps(dataclasses.asdict(R7Config())))
+        return all(stored.get(k, defaults[k]) == v for k, v in mine.items()
                    if k not in ("seeds", "dropouts", "supervised"))
 
     done: dict[str, Any] = {}
@@ -398,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                                       indent=1))
             tmp.replace(path)
 
-    run(Path(args.data_dir), dirs, cfg, sets=sets, done=done, save=save)
+    if not args.report_only:
+        run(Path(args.data_dir), dirs, cfg, sets=sets, done=done, save=save)
     rows = table_rows(done, list(dirs), sets)
     order = ordering(done, list(dirs), sets)
     columns = [("model", "model"), ("method", "method"), ("pooling", "pooling")] + \

@@ -115,10 +115,13 @@ def plot(rows: list[dict[str, Any]], sets: Sequence[Any], path: Path) -> Path:
                         if r[f"{s.name}_values"]]
                 ys.append(np.mean(vals) if len(vals) == len(sets) else np.nan)
             if not np.all(np.isnan(ys)):
-                ax.plot(range(len(labels)), ys, marker="o", label=f"{P_LABEL[pooling]} {pooling}")
+                # One colour per pooling in every panel (a model without a pooler skips P2).
+                ax.plot(range(len(labels)), ys, marker="o", color=f"C{POOLINGS.index(pooling)}",
+                        label=f"{P_LABEL[pooling]} {pooling}")
         ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=7)
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Spearman x 100, mean of the 4 sets")
-    axes[0][-1].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
     return save_figure(fig, path, title="R7: raw vs whitening vs SimCSE on Chinese STS")
