@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "jaxformer"
 FORBIDDEN = {"torch", "transformers", "sentence_transformers"}
 KERNELS = {"functional", "attention", "pooling", "rope", "rope_layouts", "linear_attention", "initializers",
-           "similarity", "whitening", "contrastive",
+           "similarity", "whitening", "contrastive", "replacement",
            "logreg", "flops", "hlo_flops", "feature_maps", "peaks", "random_bits", "pytree", "residual",
            "flash_attention"}
 

@@ -75,7 +75,7 @@ def test_loop_config_validation_names_the_field():
         LoopConfig(total_steps=5, batch_size=4, eval_every=True)
     assert LoopConfig(total_steps=5, batch_size=4).to_dict() == {
         "total_steps": 5, "batch_size": 4, "eval_every": 0, "checkpoint_every": 0,
-        "log_every": 1, "max_to_keep": 3, "seed": 0}
+        "log_every": 1, "max_to_keep": 3, "seed": 0, "best_metric": None, "best_mode": "max"}
 
 
 def test_shuffled_rows_is_pure_and_covers_each_epoch():
@@ -242,3 +242,57 @@ def test_finetune_is_fit_of_a_classification_task(tmp_path):
     assert tuned.eval_history == fitted.eval_history
     assert set(tuned.eval_metrics) == {"step", "loss", "accuracy"}
     assert [r["split"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == ["train"] * 3 + ["eval"]
+
+
+def test_best_metric_keeps_the_best_evaluation_and_survives_a_kill(tmp_path):
+    """``best_metric``: the returned best model scores what the eval history says its step
+    scored (re-evaluated here), its folder holds that step, and a run killed after the best
+    evaluation but before the next checkpoint ends with the same best state as an uninterrupted
+    run (the resume drops the best saved past the restored step and redoes it)."""
+    task, data, held_out = LinearTask(), linear_data(32), linear_data(12, seed=3)
+    # At lr 2 the error first rises, so "max" has an interior best (step 3 here).
+    config = LoopConfig(total_steps=8, batch_size=8, eval_every=1, checkpoint_every=2,
+                        max_to_keep=10, seed=1, best_metric="abs_error", best_mode="max")
+
+    def run(name: str, *, callbacks=()):
+        return fit(task, task.build_model(rngs=nnx.Rngs(0)), data, tx=adamw(2.0, total_steps=8),
+                   config=config, eval_data=held_out, checkpoint_dir=tmp_path / name,
+                   callbacks=callbacks, progress=False)
+
+    ref = run("ref")
+    errors = [e["abs_error"] for e in ref.eval_history]
+    best_step = ref.eval_history[int(np.argmax(errors))]["step"]
+    assert ref.best_metrics["step"] == best_step and ref.best_metrics["abs_error"] == max(errors)
+    assert finalized_steps(tmp_path / "ref" / "best") == [best_step]
+    graphdef, state = init_train_state(ref.best_model, adamw(2.0, total_steps=8))
+    again = task.evaluate(make_eval_step(graphdef, task.loss_fn), state, held_out, batch_size=8,
+                          seed=1)
+    assert again["abs_error"] == pytest.approx(max(errors), rel=1e-6)
+    # The kill below must fall after the best's save and before the next checkpoint.
+    assert best_step % 2 == 1 and best_step < 7, errors
+
+    def stop_after(step, metrics):  # callbacks run before that step's eval: kill after it
+        if step == best_step + 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run("run", callbacks=(stop_after,))
+    resumed = run("run")
+    assert resumed.best_metrics == ref.best_metrics
+    for a, b in zip(jax.tree.leaves(nnx.state(resumed.best_model)),
+                    jax.tree.leaves(nnx.state(ref.best_model)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert finalized_steps(tmp_path / "run" / "best") == [best_step]
+
+
+def test_best_metric_validation_names_the_field():
+    with pytest.raises(ValueError, match=r"LoopConfig.best_mode must be 'max' or 'min', got 'up'"):
+        LoopConfig(total_steps=1, batch_size=1, best_metric="accuracy", best_mode="up")
+    with pytest.raises(ValueError, match="LoopConfig.best_metric must be None or a metric name"):
+        LoopConfig(total_steps=1, batch_size=1, best_metric="")
+    task, data = LinearTask(), linear_data(16)
+    config = LoopConfig(total_steps=1, batch_size=8, best_metric="accuracy")
+    with pytest.raises(KeyError, match=r"best_metric='accuracy' is not among the evaluation's "
+                                       r"metrics \['abs_error', 'loss'\]"):
+        fit(task, task.build_model(rngs=nnx.Rngs(0)), data, tx=adamw(0.1, total_steps=1),
+            config=config, eval_data=data, progress=False)

@@ -73,18 +73,22 @@ def thucnews_titles(data_dir: str | Path) -> tuple[LabelledTexts, LabelledTexts]
 FEWCLUE_CLASSIFICATION = {"tnews": "label_desc", "iflytek": "label_des"}
 
 
-def fewclue_classification(data_dir: str | Path, task: str
-                           ) -> tuple[LabelledTexts, LabelledTexts]:
-    """``(train, test)`` of FewCLUE `task` ("tnews" or "iflytek"): ``train_few_all.json`` and
-    the labelled ``test_public.json``.
+def fewclue_classification(data_dir: str | Path, task: str,
+                           splits: Sequence[str] = ("train_few_all", "test_public")
+                           ) -> tuple[LabelledTexts, ...]:
+    """The FewCLUE `task` ("tnews" or "iflytek") `splits`, one `LabelledTexts` each, by default
+    ``(train, test)``: ``train_few_all.json`` and the labelled ``test_public.json`` (also
+    ``dev_few_all``, ``train_0`` .. and ``dev_0`` .., when the folder has them).
 
     The label ids (tnews 100-116 with gaps, iflytek 0-118) are mapped to 0..K-1 in the sorted
-    order of the union of both splits' ids, so the two splits share one mapping whichever ids a
+    order of the union of the splits' ids, so the splits share one mapping whichever ids a
     split happens to lack; names are each id's description field.
     """
     if task not in FEWCLUE_CLASSIFICATION:
         raise ValueError(f"task must be one of {sorted(FEWCLUE_CLASSIFICATION)}, got {task!r}")
-    rels = [f"fewclue/{task}/train_few_all.json", f"fewclue/{task}/test_public.json"]
+    if isinstance(splits, str) or not splits:
+        raise ValueError(f"splits must be a non-empty sequence of split names, got {splits!r}")
+    rels = [f"fewclue/{task}/{split}.json" for split in splits]
     root = require_files(data_dir, rels)
     read = [read_clue_classification(root / rel, name_field=FEWCLUE_CLASSIFICATION[task])
             for rel in rels]
@@ -98,9 +102,8 @@ def fewclue_classification(data_dir: str | Path, task: str
     ids = sorted(names_of, key=str) if any(isinstance(x, str) for x in names_of) else sorted(names_of)
     index = {label: i for i, label in enumerate(ids)}
     names = [str(names_of[label]) for label in ids]
-    train, test = (LabelledTexts(texts, [index[label] for label in labels], names)
-                   for texts, labels, _ in read)
-    return train, test
+    return tuple(LabelledTexts(texts, [index[label] for label in labels], names)
+                 for texts, labels, _ in read)
 
 
 CHNSENTICORP = "chnsenticorp/ChnSentiCorp_htl_all.csv"

@@ -69,16 +69,37 @@ class BlockStack(nnx.List):
         positions: Array | None = None,
     ) -> tuple[Float[Array, "B T E"], tuple[Float[Array, "B T E"], ...]]:
         """Run every block; returns ``(last, (h, out_0, ..., out_{L-1}))``."""
+        return self.run(h, start=0, stop=len(self), mask=mask, deterministic=deterministic,
+                        key=key, positions=positions)
+
+    def run(
+        self,
+        h: Float[Array, "B T E"],
+        *,
+        start: int,
+        stop: int,
+        mask: Array | None,
+        deterministic: bool,
+        key: PRNGKeyArray | None = None,
+        positions: Array | None = None,
+    ) -> tuple[Float[Array, "B T E"], tuple[Float[Array, "B T E"], ...]]:
+        """Run blocks ``start .. stop - 1`` only (a module of BERT-of-Theseus), each with the
+        stage key it has in the full stack, ``fold_in(key, first_stage + i)``; returns
+        ``(last, (h, out_start, ..., out_{stop-1}))``."""
         n = len(self)
-        if n == 0:
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop <= n):
+            raise ValueError(f"start and stop must be ints with 0 <= start <= stop <= {n} "
+                             f"(the block count), got start={start!r}, stop={stop!r}")
+        if start == stop:
             return h, (h,)
-        stages = jnp.arange(self.first_stage, self.first_stage + n, dtype=jnp.uint32)
+        stages = jnp.arange(self.first_stage + start, self.first_stage + stop, dtype=jnp.uint32)
         keys = None if key is None else jax.vmap(lambda s: jax.random.fold_in(key, s))(stages)
         call = self._block_fn(mask=mask, deterministic=deterministic, positions=positions)
+        blocks = [self[i] for i in range(start, stop)]
         if self.scan:
-            return self._scan(h, keys, call)
+            return self._scan(h, keys, call, blocks)
         outputs = [h]
-        for i, block in enumerate(self):
+        for i, block in enumerate(blocks):
             graphdef, state = nnx.split(block)
             h = call(graphdef, state, h, None if keys is None else keys[i])
             outputs.append(h)
@@ -97,14 +118,14 @@ class BlockStack(nnx.List):
         checkpointed = jax.checkpoint(apply, policy=REMAT_POLICIES[self.remat], static_argnums=(0,))
         return checkpointed
 
-    def _scan(self, h: Array, keys: Array | None, call: Callable[..., Array]
-              ) -> tuple[Array, tuple[Array, ...]]:
+    def _scan(self, h: Array, keys: Array | None, call: Callable[..., Array],
+              blocks: Sequence[nnx.Module]) -> tuple[Array, tuple[Array, ...]]:
         """Why a scan: in an unrolled Pre-LN stack the stream's cotangent is a chain of
         elementwise adds (of each norm's backward) across all L blocks, which XLA fuses, and
         duplicates, into the consumers of every block, so compile and step time grow much
         faster than L. A loop body is a fusion boundary, and XLA compiles it once."""
-        graphdef, _ = nnx.split(self[0])
-        states = [nnx.split(block)[1] for block in self]
+        graphdef, _ = nnx.split(blocks[0])
+        states = [nnx.split(block)[1] for block in blocks]
         stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
         def body(carry: Array, xs: Any) -> tuple[Array, Array]:

@@ -9,6 +9,9 @@ from jaxformer.tasks.base import Task, TaskBase, fit
 from jaxformer.tasks.classification import ClassificationTask
 from jaxformer.tasks.mlm import MaskedLMTask
 from jaxformer.tasks.simcse import SimCSETask, simcse_data
+from jaxformer.tasks.theseus import THESEUS_PRESETS, TheseusConfig, TheseusTask
+from jaxformer.tasks.theseus_recipe import TheseusRecipe, compress, truncation_baseline
 
-__all__ = ["ClassificationTask", "MaskedLMTask", "SimCSETask", "Task", "TaskBase", "fit",
-           "simcse_data"]
+__all__ = ["THESEUS_PRESETS", "ClassificationTask", "MaskedLMTask", "SimCSETask", "Task",
+           "TaskBase", "TheseusConfig", "TheseusRecipe", "TheseusTask", "compress", "fit",
+           "simcse_data", "truncation_baseline"]

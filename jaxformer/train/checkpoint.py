@@ -109,6 +109,14 @@ class Checkpointer:
         """Every finalized step, ascending."""
         return sorted(self._manager.all_steps())
 
+    def delete(self, step: int) -> None:
+        """Remove finalized checkpoint `step` (a FileNotFoundError when there is none)."""
+        if step not in self.all_steps():
+            raise FileNotFoundError(f"no finalized checkpoint for step={step} in "
+                                    f"{self.directory}; found steps {self.all_steps()}")
+        self._manager.wait_until_finished()
+        self._manager.delete(step)
+
     def latest_step(self) -> int | None:
         """The newest finalized step, or None when there is none."""
         return self._manager.latest_step()

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from flax.nnx.filterlib import Filter
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
@@ -67,6 +69,10 @@ class LoopConfig:
         the last step.
       max_to_keep: checkpoints kept on disk (>= 1).
       seed: drives the data order, the dropout/masking keys and the eval keys (>= 0).
+      best_metric: keep the state of the best evaluation by this metric (e.g. ``"accuracy"``),
+        returned as `LoopResult.best_model` and, with a checkpoint directory, saved in its
+        ``best/`` folder; None keeps only the last state.
+      best_mode: ``"max"`` or ``"min"``: which way `best_metric` improves. Ties keep the earlier.
     """
 
     total_steps: int
@@ -76,6 +82,8 @@ class LoopConfig:
     log_every: int = 1
     max_to_keep: int = 3
     seed: int = 0
+    best_metric: str | None = None
+    best_mode: str = "max"
 
     def __post_init__(self) -> None:
         for name, low in (("total_steps", 1), ("batch_size", 1), ("eval_every", 0),
@@ -84,6 +92,21 @@ class LoopConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"LoopConfig.{name} must be an int >= {low}, got {value!r}")
+        if self.best_metric is not None and not (isinstance(self.best_metric, str)
+                                                 and self.best_metric):
+            raise ValueError(f"LoopConfig.best_metric must be None or a metric name, "
+                             f"got {self.best_metric!r}")
+        if self.best_mode not in ("max", "min"):
+            raise ValueError(f"LoopConfig.best_mode must be 'max' or 'min', "
+                             f"got {self.best_mode!r}")
+
+    def improves(self, value: float, best: float | None) -> bool:
+        """Whether `value` of `best_metric` beats `best` (None: nothing yet). NaN never does."""
+        if value != value:  # NaN
+            return False
+        if best is None:
+            return True
+        return value > best if self.best_mode == "max" else value < best
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-able dict (stored with every checkpoint)."""
@@ -102,6 +125,9 @@ class LoopResult:
       eval_history: ``{"step", "loss", <metrics>}`` of every evaluation, in order.
       eval_metrics: the last evaluation, or None without `evaluate`.
       resumed_from: the checkpoint step this run restored, or None for a fresh start.
+      best_model: the model at the best evaluation by ``config.best_metric`` (None without
+        one, or when no evaluation was finite).
+      best_metrics: that evaluation (``{"step", "loss", <metrics>}``), or None.
     """
 
     model: nnx.Module
@@ -110,6 +136,8 @@ class LoopResult:
     eval_history: list[dict[str, float | int]]
     eval_metrics: dict[str, float | int] | None
     resumed_from: int | None
+    best_model: nnx.Module | None = None
+    best_metrics: dict[str, float | int] | None = None
 
 
 def shuffled_rows(n: int, step: int, *, batch_size: int, seed: int) -> np.ndarray:
@@ -244,6 +272,7 @@ def train_loop(
     progress: bool = True,
     desc: str = "train",
     run_config: Mapping[str, Any] | None = None,
+    trainable: Filter = nnx.Param,
 ) -> LoopResult:
     """Train `model` for ``config.total_steps`` updates of `tx` on `loss_fn`.
 
@@ -268,14 +297,16 @@ def train_loop(
       desc: the bar's label.
       run_config: JSON-able settings of the caller (task, optimiser), stored with every
         checkpoint; resuming with different ones (or a different `config`) logs a warning.
+      trainable: NNX filter of the variables `tx` updates (`init_train_state`); the rest are
+        carried unchanged.
 
     Returns:
       A `LoopResult`.
     """
     if not isinstance(config, LoopConfig):
         raise TypeError(f"config must be a LoopConfig, got {type(config).__name__}")
-    graphdef, state = init_train_state(model, tx)
-    train_step = make_train_step(graphdef, tx, loss_fn, mesh=mesh)
+    graphdef, state = init_train_state(model, tx, trainable=trainable)
+    train_step = make_train_step(graphdef, tx, loss_fn, mesh=mesh, trainable=trainable)
     eval_step = None if evaluate is None else make_eval_step(graphdef, loss_fn, mesh=mesh)
     settings = {"loop": config.to_dict(), "run": None if run_config is None else dict(run_config)}
 
@@ -285,6 +316,7 @@ def train_loop(
     ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir,
                                                             max_to_keep=config.max_to_keep)
     metrics_log = None
+    best = _BestKeeper(config, None if checkpoint_dir is None else Path(checkpoint_dir) / "best")
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
             resumed_from = ckpt.latest_step()
@@ -296,6 +328,7 @@ def train_loop(
                 log.warning("resuming with settings that differ from the checkpoint's in %s; "
                             "the run will not reproduce an uninterrupted one", changed)
             log.info("resumed from checkpoint step %d in %s", resumed_from, ckpt.directory)
+            best.resume(eval_history, resumed_from, state)
         start = int(state.step)
         if metrics_path is not None:
             metrics_log = MetricsLog(metrics_path, keep_through=start)
@@ -309,6 +342,7 @@ def train_loop(
             eval_history.append({"step": step, **metrics})
             if metrics_log is not None:
                 metrics_log.write({"step": step, "split": "eval", **metrics})
+            best.offer(eval_history[-1], state)
 
         root_key = jax.random.key(config.seed)
         bar = tqdm(total=config.total_steps, initial=min(start, config.total_steps),
@@ -346,6 +380,7 @@ def train_loop(
             metrics_log.close()
         if ckpt is not None:
             ckpt.close()
+        best.close()
     return LoopResult(
         model=merge_model(graphdef, state),
         state=state,
@@ -353,4 +388,75 @@ def train_loop(
         eval_history=eval_history,
         eval_metrics=eval_history[-1] if eval_history else None,
         resumed_from=resumed_from,
+        best_model=None if best.state is None else merge_model(graphdef, best.state),
+        best_metrics=best.metrics,
     )
+
+
+class _BestKeeper:
+    """The state of the best evaluation so far (``LoopConfig.best_metric``), in memory and, with
+    a directory, as a one-checkpoint orbax folder saved at each improvement.
+
+    On resume the best is re-derived from the restored eval history (evaluations after the
+    restored step are redone by the resumed run, exactly) and its state read back from the
+    folder; a best saved after the restored step (the run was killed between the two saves) is
+    dropped, since the resumed run will reach and save it again.
+    """
+
+    def __init__(self, config: LoopConfig, directory: Path | None):
+        self.config = config
+        self.metrics: dict[str, float | int] | None = None
+        self.state: TrainState | None = None
+        self.ckpt = (Checkpointer(directory, max_to_keep=1)
+                     if directory is not None and config.best_metric is not None else None)
+
+    def _value(self, record: Mapping[str, Any]) -> float:
+        name = self.config.best_metric
+        if name not in record:
+            raise KeyError(f"LoopConfig.best_metric={name!r} is not among the evaluation's "
+                           f"metrics {sorted(k for k in record if k != 'step')}")
+        return float(record[name])
+
+    def offer(self, record: dict[str, float | int], state: TrainState) -> None:
+        if self.config.best_metric is None:
+            return
+        current = None if self.metrics is None else self._value(self.metrics)
+        if not self.config.improves(self._value(record), current):
+            return
+        self.metrics = dict(record)
+        # A copy: the train step donates `state`'s buffers on the next update.
+        self.state = jax.tree.map(jnp.copy, state)
+        if self.ckpt is not None:
+            step = int(record["step"])
+            for old in self.ckpt.all_steps():
+                if old >= step:
+                    self.ckpt.delete(old)
+            self.ckpt.save(step, self.state, extra={"metrics": self.metrics})
+
+    def resume(self, eval_history: list[dict[str, float | int]], restored_step: int,
+               state: TrainState) -> None:
+        if self.config.best_metric is None:
+            return
+        best = None
+        for record in eval_history:
+            if self.config.improves(self._value(record), None if best is None
+                                    else self._value(best)):
+                best = record
+        if best is None:
+            return
+        if self.ckpt is None or int(best["step"]) not in self.ckpt.all_steps():
+            if int(best["step"]) == restored_step:  # the restored state is the best one
+                self.metrics, self.state = dict(best), jax.tree.map(jnp.copy, state)
+                return
+            log.warning("no saved best state for step %s; the best is tracked from here on",
+                        best["step"])
+            return
+        for old in self.ckpt.all_steps():
+            if old > restored_step:
+                self.ckpt.delete(old)
+        self.state, _ = self.ckpt.restore(int(best["step"]), jax.eval_shape(lambda: state))
+        self.metrics = dict(best)
+
+    def close(self) -> None:
+        if self.ckpt is not None:
+            self.ckpt.close()

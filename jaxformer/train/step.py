@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from flax.nnx.filterlib import Filter
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jaxtyping import PRNGKeyArray
 
@@ -51,8 +52,10 @@ class TrainState(NamedTuple):
     (`jax.ShapeDtypeStruct`, for restoring a checkpoint) and tracers.
 
     Attributes:
-      params: ``nnx.State`` of the model's `nnx.Param` variables.
-      rest: ``nnx.State`` of every other variable (empty for the encoder and its heads).
+      params: ``nnx.State`` of the trained variables (by default every `nnx.Param`; see the
+        ``trainable`` filter of `init_train_state`).
+      rest: ``nnx.State`` of every other variable (empty for the encoder and its heads unless
+        some parameters are frozen).
       opt_state: the optax state of `params`.
       step: int32 scalar, the number of updates applied so far.
     """
@@ -63,14 +66,21 @@ class TrainState(NamedTuple):
     step: Any
 
 
-def init_train_state(model: nnx.Module, tx: optax.GradientTransformation
-                     ) -> tuple[nnx.GraphDef, TrainState]:
+def init_train_state(model: nnx.Module, tx: optax.GradientTransformation, *,
+                     trainable: Filter = nnx.Param) -> tuple[nnx.GraphDef, TrainState]:
     """Split `model` into ``(graphdef, TrainState)`` at step 0.
+
+    Args:
+      model: any NNX module.
+      tx: the optimiser; its state covers the `trainable` variables only.
+      trainable: an NNX filter choosing the variables the optimiser updates (default: every
+        `nnx.Param`). Everything else, frozen parameters included, goes to ``state.rest`` and
+        passes through a train step unchanged (BERT-of-Theseus freezes its predecessor so).
 
     The arrays are copied, so donating the state to the train step never deletes the buffers
     that `model` itself still holds.
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, trainable, ...)
     params, rest = jax.tree.map(jnp.copy, (params, rest))
     return graphdef, TrainState(params, rest, tx.init(to_float32(params)), jnp.zeros((), jnp.int32))
 
@@ -160,6 +170,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     data_axis: str = "data",
     donate: bool = True,
+    trainable: Filter = nnx.Param,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch, *, key) -> (state, metrics)``, jitted.
 
@@ -171,6 +182,7 @@ def make_train_step(
       mesh: optional; shards the batch over `data_axis` and replicates the state.
       data_axis: the mesh axis that splits the batch.
       donate: donate the input state's buffers (they are deleted after the call).
+      trainable: the filter `init_train_state` split the state with (the same one).
 
     Returns:
       The step function. ``metrics`` holds the loss_fn's metrics plus ``loss``, ``grad_norm``
@@ -185,8 +197,8 @@ def make_train_step(
         def objective(params):  # noqa: ANN001, ANN202
             model = nnx.merge(graphdef, params, state.rest)
             loss, metrics = loss_fn(model, batch, key=step_key, deterministic=False)
-            # Re-read the non-Param state so in-forward updates (counters, stats) are kept.
-            _, _, rest = nnx.split(model, nnx.Param, ...)
+            # Re-read the non-trained state so in-forward updates (counters, stats) are kept.
+            _, _, rest = nnx.split(model, trainable, ...)
             return loss, (dict(metrics), rest)
 
         (loss, (metrics, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
