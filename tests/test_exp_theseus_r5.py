@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_report_rows_and_verdicts():
-    cfg = R5Config(targets=(3,), curriculum=True)
+    cfg = R5Config(targets=(3,), curriculum=(3,))
     done = {}
     for seed, (pred, trunc, thes, lin) in enumerate([(50, 40, 45, 46), (52, 41, 47, 44),
                                                       (51, 39, 46, 45)]):
@@ -28,7 +28,8 @@ def test_report_rows_and_verdicts():
     lines = verdicts(rows, cfg)
     # 46 - 40 = 6 points; 2 SE = 2 * sqrt(1/3 + 1/3) = 1.63.
     assert lines[0] == "t, 3 blocks: Theseus beats truncation (+6.00 points, 2 SE = 1.63)"
-    assert lines[1] == "t, 3 blocks: the linear curriculum minus constant p = -1.00 points"
+    assert lines[1] == ("t, 3 blocks: the linear curriculum minus constant p = -1.00 points "
+                        "(2 SE = 1.63)")
 
 
 def chinese_tokenizer(data_dir, tmp_path):
@@ -62,15 +63,21 @@ def test_smoke_run_writes_the_report(data_dir, tmp_path, monkeypatch):
     save_pretrained(Encoder(cfg, rngs=nnx.Rngs(0)), model_dir, tokenizer=tok)
     args = ["--data-dir", str(data_dir), "--model", str(model_dir), "--targets", "1",
             "--epochs", "1", "1", "1", "--limit", "64", "--seeds", "0", "--tasks", "thucnews",
-            "--no-curriculum", "--out", str(tmp_path / "results")]
+            "--curriculum", "--out", str(tmp_path / "results")]
     assert main(args) == 0
     report = json.loads((tmp_path / "results" / "cpu" / "theseus_r5.json").read_text())
-    assert [r["variant"] for r in report["rows"]] == ["predecessor", "truncated-1", "theseus-1"]
+    assert [r["variant"] for r in report["rows"]] == ["predecessor", "truncated-1",
+                                                      "truncated-1-long", "theseus-1"]
     assert all(0 <= r["test_acc_mean"] <= 100 for r in report["rows"])
     assert report["command"].startswith("python -m benchmarks.exp_theseus_r5 --data-dir")
     runs = json.loads((tmp_path / "results" / "cpu" / "theseus_r5_runs.json").read_text())
     assert set(runs["runs"]) == {"thucnews|0|predecessor", "thucnews|0|theseus-1",
-                                 "thucnews|0|truncated-1"}
+                                 "thucnews|0|truncated-1", "thucnews|0|truncated-1-long"}
     assert np.isfinite(runs["runs"]["thucnews|0|theseus-1"]["replaced_test_accuracy"])
-    # A rerun finds every run stored and retrains nothing (the report is rewritten).
+    assert set(runs["speeds"]["thucnews"]) == {"2", "1"}
+    assert (tmp_path / "results" / "cpu" / "theseus_r5.png").stat().st_size > 0
+    # A rerun finds every run stored and retrains nothing (the report is rewritten, speeds kept).
     assert main(args + ["--report-only"]) == 0
+    again = json.loads((tmp_path / "results" / "cpu" / "theseus_r5.json").read_text())
+    assert [r["speedup"] for r in again["rows"]] == [r["speedup"] for r in report["rows"]]
+    assert again["rows"][0]["speedup"] == 1.0

@@ -75,7 +75,8 @@ def test_loop_config_validation_names_the_field():
         LoopConfig(total_steps=5, batch_size=4, eval_every=True)
     assert LoopConfig(total_steps=5, batch_size=4).to_dict() == {
         "total_steps": 5, "batch_size": 4, "eval_every": 0, "checkpoint_every": 0,
-        "log_every": 1, "max_to_keep": 3, "seed": 0, "best_metric": None, "best_mode": "max"}
+        "log_every": 1, "max_to_keep": 3, "seed": 0, "best_metric": None, "best_mode": "max",
+        "accumulate": 1}
 
 
 def test_shuffled_rows_is_pure_and_covers_each_epoch():

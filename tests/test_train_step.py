@@ -222,3 +222,72 @@ def test_loss_decreases_on_learnable_task():
     assert np.mean(losses[-5:]) < 0.2
     result = evaluate(make_eval_step(graphdef, classifier_loss), state, held_out, batch_size=16)
     assert result["accuracy"] > 0.9
+
+
+# --- gradient accumulation -------------------------------------------------------------------
+
+
+def _deterministic(m, b, *, key, deterministic):
+    return classifier_loss(m, b, key=None, deterministic=True)
+
+
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_accumulation_equals_one_big_batch(with_weights):
+    """accumulate=4 over 16 rows makes the same update as one 16-row batch (no dropout): the
+    loss, metrics and gradient are weight-summed means, so uneven weights per micro-batch
+    (padding rows) combine exactly as one batch's weighted mean."""
+    tx = optax.sgd(0.5)  # plain SGD: the update is the gradient itself, scaled
+    batch = batch_at(token_task(32, seed=0), 0, batch_size=16, seed=0)
+    if with_weights:
+        batch["weights"] = np.array([1, 0, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1],
+                                    np.float32)
+    graphdef, state = init_train_state(make_model(), tx)
+    one = make_train_step(graphdef, tx, _deterministic, donate=False)
+    four = make_train_step(graphdef, tx, _deterministic, donate=False, accumulate=4)
+    a, ma = one(state, batch, key=jax.random.key(0))
+    b, mb = four(state, batch, key=jax.random.key(0))
+    # Summation order differs (per micro-batch, then across): fp32 round-off only.
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
+    for name in ("loss", "accuracy", "grad_norm"):
+        np.testing.assert_allclose(float(mb[name]), float(ma[name]), rtol=1e-5, atol=1e-6)
+    assert int(b.step) == 1
+
+
+def test_accumulation_draws_dropout_per_micro_batch():
+    tx = optax.sgd(0.5)
+    batch = batch_at(token_task(32, seed=0), 0, batch_size=8, seed=0)
+    graphdef, state = init_train_state(make_model(), tx)
+    step = make_train_step(graphdef, tx, classifier_loss, donate=False, accumulate=2)
+    a, _ = step(state, batch, key=jax.random.key(1))
+    b, _ = step(state, batch, key=jax.random.key(1))
+    assert_trees_equal(a.params, b.params)  # same key and step: same micro-batch masks
+    # Micro-batch i uses fold_in(fold_in(key, step), i): a hand-built two-step reference.
+    graphdef2, params, rest = nnx.split(make_model(), nnx.Param, ...)
+    step_key = jax.random.fold_in(jax.random.key(1), 0)
+
+    def grads_of(rows, i):
+        def loss_of(p):
+            sub = {k: jnp.asarray(v[rows]) for k, v in batch.items()}
+            return classifier_loss(nnx.merge(graphdef2, p, rest), sub,
+                                   key=jax.random.fold_in(step_key, i), deterministic=False)[0]
+        return jax.grad(loss_of)(params)
+
+    g = jax.tree.map(lambda x, y: (x + y) / 2, grads_of(slice(0, 4), 0), grads_of(slice(4, 8), 1))
+    expected = jax.tree.map(lambda p, d: p - 0.5 * d, params, g)
+    for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(a.params), strict=True):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_rejects_bad_settings():
+    tx = optax.sgd(0.1)
+    graphdef, state = init_train_state(make_model(), tx)
+    with pytest.raises(ValueError, match="accumulate must be an int >= 1, got 0"):
+        make_train_step(graphdef, tx, classifier_loss, accumulate=0)
+    step = make_train_step(graphdef, tx, classifier_loss, accumulate=3)
+    batch = batch_at(token_task(32, seed=0), 0, batch_size=8, seed=0)
+    with pytest.raises(ValueError, match="B=8 rows, not a multiple of accumulate=3"):
+        step(state, batch, key=jax.random.key(0))
+    from jaxformer.train.loop import LoopConfig
+    with pytest.raises(ValueError, match="batch_size must be a multiple of accumulate=4, got 6"):
+        LoopConfig(total_steps=1, batch_size=6, accumulate=4)

