@@ -156,7 +156,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     tnews_fewclue(few, n=4)
     assert main(["clue", "tnews", "--model", str(model_dir), "--data-dir", str(few),
                  "--out", str(tmp_path / "o")]) == 2
-    assert "the train split has 4 examples, fewer than batch_size=32" in capsys.readouterr().err
+    assert "the train split encodes to 4 examples, fewer than batch_size=32" in capsys.readouterr().err
 
 
 # One folder per layout and file format (iflytek and bustm share tnews' and afqmc's).
@@ -172,3 +172,31 @@ def test_real_folders_run_with_max_steps(data_dir, tmp_path, task, folder):
                       progress=False)
     assert 0 <= report["dev"]["accuracy"] <= 100
     assert (tmp_path / "out" / report["submission"]["file"]).is_file()
+
+
+# The other layout families on their real folders: C3 (dev only: an 80/20 hold-out), FewCLUE
+# CHID, CMRC2018 (trial trains, dev selects) and CLUENER, each cut to its first records.
+OTHER_FOLDERS = [("c3", "c3", {"max_len": 64}), ("chid", "fewclue/chid", {"max_len": 32}),
+                 ("cmrc2018", "cmrc2018", {"max_len": 96, "doc_stride": 48}),
+                 ("cluener", "cluener2020", {"max_len": 48})]
+
+
+@pytest.mark.parametrize("task, folder, changes", OTHER_FOLDERS)
+def test_real_folders_of_every_head_run_through_the_cli(data_dir, tmp_path, task, folder,
+                                                        changes, capsys):
+    model_dir = tiny_model(tmp_path, data_dir / "vocab" / "bert-base-chinese-vocab.txt")
+    out = tmp_path / "out"
+    args = ["clue", task, "--model", str(model_dir), "--data-dir", str(data_dir / folder),
+            "--out", str(out), "--max-steps", "2", "--limit", "24", "--batch-size", "4",
+            "--no-progress"] + [a for k, v in changes.items()
+                                for a in (f"--{k.replace('_', '-')}", str(v))]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert printed["task"] == report["task"] == task and report["steps"] == 2
+    metric = {"c3": "accuracy", "chid": "accuracy", "cmrc2018": "f1", "cluener": "f1"}[task]
+    assert 0 <= report["dev"][metric] <= 100
+    assert (report["holdout"] is not None) == (task == "c3")
+    sub = out / report["submission"]["file"]
+    assert sub.is_file() and report["submission"]["examples"] > 0
+    assert len(read_submission(task, sub, fewclue=task == "chid")) > 0

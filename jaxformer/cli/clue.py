@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     p.add_argument("--batch-size", type=int, help="override the post's batch (per update)")
     p.add_argument("--max-len", type=int, help="override the post's maximum length")
+    p.add_argument("--doc-stride", type=int, help="override CMRC2018's window stride (128)")
+    p.add_argument("--limit", type=int, help="read only the first N records of every split "
+                   "(smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--segment-ids", choices=("zero", "pair"), default="zero",
                    help="pairs: all segment ids 0 (the post) or BERT's 0/1")
@@ -41,12 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from jaxformer.tasks.clue.runner import run_clue
 
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                 ("max_len", args.max_len)) if v is not None}
+                                 ("max_len", args.max_len), ("doc_stride", args.doc_stride))
+               if v is not None}
     try:
         config = ClueConfig.preset(args.task, seed=args.seed, segment_ids=args.segment_ids,
                                    **changes)
         report = run_clue(config, model_dir=args.model, data_dir=args.data_dir, out_dir=args.out,
-                          max_steps=args.max_steps, progress=not args.no_progress)
+                          max_steps=args.max_steps, limit=args.limit,
+                          progress=not args.no_progress)
     except (MissingDataError, FileNotFoundError, NotImplementedError, ValueError) as err:
         raise CLIError(str(err)) from None
     print(json.dumps({k: report[k] for k in ("task", "dev", "test", "submission", "steps")

@@ -11,8 +11,9 @@ test_public.json``, found by `jaxformer.io.clue_splits`) and a pretrained encode
    ``out/metrics.json``, and the CLUE submission file of the test (or, without one, dev)
    predictions to ``out/``.
 
-Adapters per layout family supply encode / build / predict / score / submission
-(`jaxformer.tasks.clue.sentence.SentenceAdapter` for the sentence-level tasks).
+Adapters per layout family supply encode / build / task / predict / score / submission:
+`SentenceAdapter` (single, pair, wsc, csl), `ChoiceAdapter` (c3, chid), `SpanAdapter`
+(cmrc2018) and `NerAdapter` (cluener), each in its own module under `jaxformer.tasks.clue`.
 """
 
 import dataclasses
@@ -20,8 +21,11 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jaxformer.io import load_tokenizer
 from jaxformer.io.clue import read_clue
@@ -42,13 +46,22 @@ def adapter_for(config: ClueConfig, tokenizer: Any) -> Any:
     """The adapter of `config`'s layout family; a clear error for those not built yet."""
     if config.kind in SENTENCE_KINDS:
         return SentenceAdapter(config, tokenizer)
-    raise NotImplementedError(f"task {config.task!r} ({config.kind} layout) has no runner yet; "
-                              f"runnable: the {'/'.join(SENTENCE_KINDS)} tasks")
+    if config.kind == "choice":
+        from jaxformer.tasks.clue.choice import ChoiceAdapter
+        return ChoiceAdapter(config, tokenizer)
+    if config.kind == "span":
+        from jaxformer.tasks.clue.span import SpanAdapter
+        return SpanAdapter(config, tokenizer)
+    if config.kind == "ner":
+        from jaxformer.tasks.clue.ner import NerAdapter
+        return NerAdapter(config, tokenizer)
+    raise ValueError(f"config.kind must be one of {(*SENTENCE_KINDS, 'choice', 'span', 'ner')}, "
+                     f"got {config.kind!r} (task {config.task!r})")
 
 
 def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str | os.PathLike,
              out_dir: str | os.PathLike, max_steps: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             limit: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train `config.task` on `data_dir` from the encoder in `model_dir`; write `out_dir`.
 
     Args:
@@ -58,28 +71,62 @@ def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str 
       out_dir: checkpoints, ``metrics.jsonl`` (training), ``metrics.json`` (final) and the
         submission file.
       max_steps: stop after this many updates (a smoke run); None trains ``config.epochs``.
+      limit: read only the first `limit` records of every split (smoke runs); None: all.
 
     Returns:
       The ``metrics.json`` payload: ``{"task", "config", "dev", "test" (when labelled),
-      "steps", "best_step", "submission", "seconds"}``.
+      "steps", "best_step", "submission", "holdout", "resumed_from", "seconds"}``.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ValueError(f"limit must be None or an int >= 1, got {limit!r}")
+    splits = clue_splits(config.task, data_dir)
+    records = {name: read_clue(config.task, splits[name])[:limit]
+               for name in ("train", "dev", "test") if name in splits}
+    holdout = None
+    if "train" not in records:
+        # C3's and CMNLI's public folders have dev only: train on a fixed 80% of it, select on
+        # the rest, and report (and submit) nothing on a test split (the report says so).
+        records["train"], records["dev"] = split_holdout(records["dev"], fraction=0.2)
+        holdout = {"from": "dev", "train": len(records["train"]), "dev": len(records["dev"])}
+    # FewCLUE's folders name their files train_few_all.json, ...: their submissions differ.
+    fewclue = any(p.name.startswith("train_few") for p in splits.get("train", ()))
+    return run_records(config, records, model_dir=model_dir, out_dir=out_dir,
+                       max_steps=max_steps, progress=progress, extra={"holdout": holdout},
+                       submit={"fewclue": fewclue})
+
+
+def run_records(config: ClueConfig, records: dict[str, Sequence[Any]], *,
+                model_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                adapter: Any = None, max_steps: int | None = None, progress: bool = True,
+                extra: dict[str, Any] | None = None, submit: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """`run_clue` from records already read: ``{"train", "dev"[, "test"]}`` of one task's
+    record type (e.g. MSRA / People's Daily NER through `ner.bio_records`).
+
+    Args:
+      adapter: the layout's adapter; None: `adapter_for(config, tokenizer)` (pass a
+        `NerAdapter` with other entity types for non-CLUENER sets).
+      extra: merged into the report (e.g. where the splits came from).
+      submit: None writes no submission file; a dict (``{"fewclue": bool}``) writes the CLUE
+        one for test (or, without test, dev) predictions.
     """
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                   or max_steps < 1):
         raise ValueError(f"max_steps must be None or an int >= 1, got {max_steps!r}")
+    for name in ("train", "dev"):
+        if name not in records:
+            raise ValueError(f"records must hold 'train' and 'dev', got {sorted(records)}")
     t0 = time.perf_counter()
     out = Path(out_dir)
-    splits = clue_splits(config.task, data_dir)
-    records = {name: read_clue(config.task, splits[name]) for name in ("train", "dev", "test")
-               if name in splits}
-    # FewCLUE's folders name their files train_few_all.json, ...: their submissions differ.
-    fewclue = any(p.name.startswith("train_few") for p in splits["train"])
     tokenizer = load_tokenizer(model_dir)
-    adapter = adapter_for(config, tokenizer)
+    adapter = adapter_for(config, tokenizer) if adapter is None else adapter
     data = {name: adapter.encode(recs) for name, recs in records.items()}
 
-    n_train = len(records["train"])
+    # Steps count encoded rows, not records: CMRC2018 windows, CHID blanks and the like.
+    n_train = len(data["train"]["input_ids"])
     if n_train < config.batch_size:
-        raise ValueError(f"the train split has {n_train} examples, fewer than "
+        raise ValueError(f"the train split encodes to {n_train} examples, fewer than "
                          f"batch_size={config.batch_size}")
     per_epoch = n_train // config.batch_size
     total = per_epoch * config.epochs if max_steps is None else min(max_steps,
@@ -96,7 +143,9 @@ def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str 
     best = result.best_model if result.best_model is not None else result.model
 
     report: dict[str, Any] = {"task": config.task, "config": dataclasses.asdict(config),
+                              "examples": {k: len(v) for k, v in records.items()},
                               "steps": total, "resumed_from": result.resumed_from,
+                              **(extra or {}),
                               "best_step": (result.best_metrics or {}).get("step")}
     for name in ("dev", "test"):
         recs = records.get(name)
@@ -107,9 +156,9 @@ def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str 
             report[name] = adapter.score(predictions, recs)
         # The test predictions are what the CLUE site takes; a folder without a test file
         # still gets the format, from dev.
-        if name == "test" or "test" not in records:
+        if submit is not None and (name == "test" or "test" not in records):
             path = write_submission(config.task, adapter.submission(predictions, recs), out,
-                                    fewclue=fewclue)
+                                    **submit)
             report["submission"] = {"file": path.name, "from": name,
                                     "examples": len(predictions)}
     report["seconds"] = round(time.perf_counter() - t0, 1)
@@ -118,10 +167,20 @@ def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str 
     return report
 
 
+def split_holdout(records: Sequence[Any], *, fraction: float, seed: int = 0
+                  ) -> tuple[list[Any], list[Any]]:
+    """``(train, held out)``: a fixed seeded shuffle of `records`, the last `fraction` held out."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    cut = len(records) - max(1, int(round(fraction * len(records))))
+    return [records[i] for i in order[:cut]], [records[i] for i in order[cut:]]
+
+
 def _labelled(record: Any) -> bool:
+    # CMRC2018's test questions carry an empty answer tuple; the others None.
     for name in ("label", "answers", "spans"):
         if hasattr(record, name):
-            return getattr(record, name) is not None
+            value = getattr(record, name)
+            return value is not None and (name != "answers" or len(value) > 0)
     return False
 
 
