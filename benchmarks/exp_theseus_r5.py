@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks.encoder_args import add_encoder_args, encoder_dir
 from benchmarks.harness import environment, format_table, prepare_jax, save_figure, \
     time_interleaved, write_report
 from jaxformer.io import load_tokenizer
@@ -349,11 +350,7 @@ COLUMNS = [("task", "task"), ("variant", "variant"), ("blocks", "blocks"), ("see
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="the shared Chinese data folder")
-    parser.add_argument("--prepared", help="a benchmarks.zh_prepare folder (keys the cached "
-                        "pretraining)")
-    parser.add_argument("--model", help="an HF BERT folder to use as the pretrained encoder")
-    parser.add_argument("--size", default="L6-H256", help="pretrain_zh size of the cached model")
-    parser.add_argument("--steps", type=int, default=1041, help="its pretraining steps")
+    add_encoder_args(parser)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--targets", nargs="+", type=int, help="successor block counts "
@@ -380,15 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                                  ("lr", args.lr), ("limit", args.limit)) if v is not None}
     cfg = dataclasses.replace(R5Config(), **changes)
     data_dir = Path(args.data_dir)
-    if args.model:
-        model_dir = Path(args.model)
-    else:
-        if not args.prepared:
-            parser.error("give --model, or --prepared to find the cached pretrained encoder")
-        from benchmarks.pretrain_zh import PRESETS as PRETRAIN, pretrain_all
-        pre = pretrain_all(Path(args.prepared), PRETRAIN["cpu-hour"].replace(
-            size=args.size, steps=args.steps), progress=False, char_only=True)
-        model_dir = Path(pre["char"]["path"])
+    model_dir = encoder_dir(args, parser)
     pretrained = load_pretrained(model_dir)
     tokenizer = load_tokenizer(model_dir)
     n_layers = pretrained.config.num_layers

@@ -20,7 +20,7 @@ FORBIDDEN = {"torch", "transformers", "sentence_transformers"}
 KERNELS = {"functional", "attention", "pooling", "rope", "rope_layouts", "linear_attention", "initializers",
            "similarity", "whitening", "contrastive", "replacement",
            "logreg", "flops", "hlo_flops", "feature_maps", "peaks", "random_bits", "pytree", "residual",
-           "flash_attention", "global_pointer"}
+           "flash_attention", "global_pointer", "unilm"}
 
 
 def layer_of(module: str) -> str:

@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     p.add_argument("--batch-size", type=int, help="override the post's batch (per update)")
     p.add_argument("--max-len", type=int, help="override the post's maximum length")
+    p.add_argument("--learning-rate", type=float, help="override AdaFactor's rate (post: 5e-4)")
     p.add_argument("--doc-stride", type=int, help="override CMRC2018's window stride (128)")
     p.add_argument("--limit", type=int, help="read only the first N records of every split "
                    "(smoke runs)")
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from jaxformer.tasks.clue.runner import run_clue
 
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                 ("max_len", args.max_len), ("doc_stride", args.doc_stride))
+                                 ("max_len", args.max_len), ("doc_stride", args.doc_stride),
+                                 ("learning_rate", args.learning_rate))
                if v is not None}
     try:
         config = ClueConfig.preset(args.task, seed=args.seed, segment_ids=args.segment_ids,

@@ -40,7 +40,11 @@ from .zh_datasets import _field, _read_json, json_records
 # https://github.com/ymcui/cmrc2018/blob/master/squad-style-data/cmrc2018_evaluate.py reads).
 # The CLUE README itself only says "xxx_predict.json" and links the sample zip
 # https://storage.googleapis.com/cluebenchmark/tasks/clue_submit_examples.zip (not read here).
-# cluener_predict.json: NOT confirmed by CLUE's own text. It is the sample file shipped inside
+# CLUE's submission guide ("CLUE benchmark 任务提交说明", update of 2021-09-04, in the project
+# https://github.com/CLUEbenchmark/CLUE) names every file <lower-case task>_predict.json except
+# the 1.1 test updates (tnews11, cluewsc11, c311, chid11); it covers the nine classification and
+# reading tasks, not CLUENER, whose cluener_predict.json follows that rule and is the sample
+# file shipped inside
 # cluener_public.zip (listed by MMOCR's NER data docs, docs/en/datasets/ner.md, e.g.
 # https://huggingface.co/spaces/tomofi/MMOCR/blob/main/docs/en/datasets/ner.md); the layout is the
 # one CLUENER2020's baselines write (as test_submit.json):

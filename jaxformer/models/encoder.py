@@ -92,6 +92,9 @@ def check_token_inputs(
             f"input_ids has T={length} tokens but max_position_embeddings="
             f"{cfg.max_position_embeddings}; truncate the input (tokenizer max_length)"
         )
+    if attention_mask is not None and attention_mask.ndim in (3, 4):
+        _check_full_mask(cfg, attention_mask, batch, length)
+        attention_mask = None  # checked: the [B, T] checks below are for padding masks
     for name, arr in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
                       ("position_ids", position_ids)):
         if arr is None:
@@ -99,7 +102,7 @@ def check_token_inputs(
         if arr.shape != ids.shape:
             raise ValueError(
                 f"{name} has shape {tuple(arr.shape)}; expected [B, T] = {(batch, length)} "
-                "like input_ids"
+                "like input_ids" + (_FULL_MASK_HINT if name == "attention_mask" else "")
             )
         if name != "attention_mask" and not jnp.issubdtype(arr.dtype, jnp.integer):
             raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
@@ -116,6 +119,34 @@ def check_token_inputs(
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= limit:
             raise ValueError(f"{name} must lie in [0, {limit}), got values in [{lo}, {hi}]")
+
+
+_FULL_MASK_HINT = (", or a boolean attention mask [B|1, T, T] or [B|1, 1|H, T, T] "
+                   "(True = may attend)")
+
+
+def _check_full_mask(cfg: EncoderConfig, mask: Array, batch: int, length: int) -> None:
+    """A full attention mask: boolean ``[B|1, T, T]`` or ``[B|1, 1|H, T, T]``."""
+    heads = cfg.num_heads
+    lead_ok = mask.shape[0] in (1, batch) and (mask.ndim == 3 or mask.shape[1] in (1, heads))
+    if not lead_ok or tuple(mask.shape[-2:]) != (length, length):
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)}; expected [B, T] = {(batch, length)} "
+            f"like input_ids{_FULL_MASK_HINT} with B={batch}, H={heads}, T={length}")
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"a rank-{mask.ndim} attention_mask must be boolean (True = may attend), got dtype "
+            f"{mask.dtype}; an additive float mask (0 = attend, -inf = blocked) converts with "
+            "`mask == 0`")
+
+
+def block_mask(attention_mask: Array) -> Bool[Array, "b h t T"]:
+    """The blocks' mask from the encoder's ``attention_mask``: a ``[B, T]`` padding mask becomes
+    ``[B, 1, 1, T]`` (`padding_mask`), a full mask ``[B|1, T, T]`` gains its head axis, and
+    ``[B|1, 1|H, T, T]`` passes unchanged."""
+    if attention_mask.ndim == 2:
+        return padding_mask(attention_mask)
+    return attention_mask[:, None] if attention_mask.ndim == 3 else attention_mask
 
 
 class Embeddings(nnx.Module):
@@ -321,7 +352,10 @@ class Encoder(nnx.Module):
 
         Args:
           input_ids: ``[B, T]`` integer token ids.
-          attention_mask: ``[B, T]``, 1 (or True) for real tokens, 0 for padding.
+          attention_mask: ``[B, T]``, 1 (or True) for real tokens, 0 for padding; or a full
+            boolean mask ``[B|1, T, T]`` or ``[B|1, 1|H, T, T]``, True where query t may attend
+            to key s (e.g. `jaxformer.unilm.unilm_mask`), which every block's attention kernel
+            receives as it is.
           token_type_ids: ``[B, T]`` segment ids; zeros when omitted.
           position_ids: ``[B, T]`` positions, looked up in the table (``"absolute"``) or
             turned into RoPE angles (``"rope"``); ``0..T-1`` when omitted.
@@ -334,7 +368,7 @@ class Encoder(nnx.Module):
         check_token_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
         if not deterministic and key is None and self._has_dropout():
             raise ValueError("deterministic=False needs key= (a PRNG key for dropout), got None")
-        mask = None if attention_mask is None else padding_mask(attention_mask)
+        mask = None if attention_mask is None else block_mask(attention_mask)
         rope_positions = position_ids if self.config.position in ROTARY_POSITIONS else None
         h = self.embed(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
                        deterministic=deterministic,

@@ -40,9 +40,9 @@ from flax import nnx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxformer import functional as F
-from jaxformer.attention import padding_mask
+
 from jaxformer.models.config import ROTARY_POSITIONS
-from jaxformer.models.encoder import Encoder, check_token_inputs
+from jaxformer.models.encoder import Encoder, block_mask, check_token_inputs
 from jaxformer.models.heads import SequenceClassifier
 from jaxformer.replacement import blend, module_groups
 
@@ -156,7 +156,7 @@ class TheseusClassifier(nnx.Module):
             jax.random.fold_in(key, s) for s in (0, 1, SUCCESSOR_KEY_STREAM))
         pred_key, head_key, succ_key = keys
         stage = (lambda k, s: None if k is None else jax.random.fold_in(k, s))  # noqa: E731
-        mask = None if attention_mask is None else padding_mask(attention_mask)
+        mask = None if attention_mask is None else block_mask(attention_mask)
         positions = None  # RoPE's default 0..T-1; absolute positions live in the embeddings
         run = dict(mask=mask, deterministic=deterministic, positions=positions)
         embed_args = dict(token_type_ids=token_type_ids, deterministic=deterministic)

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,8 @@ def adapter_for(config: ClueConfig, tokenizer: Any) -> Any:
 
 def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str | os.PathLike,
              out_dir: str | os.PathLike, max_steps: int | None = None,
-             limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+             limit: int | None = None, progress: bool = True,
+             after: Callable[[Any, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train `config.task` on `data_dir` from the encoder in `model_dir`; write `out_dir`.
 
     Args:
@@ -72,6 +73,7 @@ def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str 
         submission file.
       max_steps: stop after this many updates (a smoke run); None trains ``config.epochs``.
       limit: read only the first `limit` records of every split (smoke runs); None: all.
+      after: see `run_records`.
 
     Returns:
       The ``metrics.json`` payload: ``{"task", "config", "dev", "test" (when labelled),
@@ -93,14 +95,14 @@ def run_clue(config: ClueConfig, *, model_dir: str | os.PathLike, data_dir: str 
     fewclue = any(p.name.startswith("train_few") for p in splits.get("train", ()))
     return run_records(config, records, model_dir=model_dir, out_dir=out_dir,
                        max_steps=max_steps, progress=progress, extra={"holdout": holdout},
-                       submit={"fewclue": fewclue})
+                       submit={"fewclue": fewclue}, after=after)
 
 
 def run_records(config: ClueConfig, records: dict[str, Sequence[Any]], *,
                 model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 adapter: Any = None, max_steps: int | None = None, progress: bool = True,
-                extra: dict[str, Any] | None = None, submit: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+                extra: dict[str, Any] | None = None, submit: dict[str, Any] | None = None,
+                after: Callable[[Any, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """`run_clue` from records already read: ``{"train", "dev"[, "test"]}`` of one task's
     record type (e.g. MSRA / People's Daily NER through `ner.bio_records`).
 
@@ -110,6 +112,8 @@ def run_records(config: ClueConfig, records: dict[str, Sequence[Any]], *,
       extra: merged into the report (e.g. where the splits came from).
       submit: None writes no submission file; a dict (``{"fewclue": bool}``) writes the CLUE
         one for test (or, without test, dev) predictions.
+      after: ``after(best model, adapter)`` -> a dict merged into the report: an extra
+        evaluation of the kept model (rerunning a finished run restores it without training).
     """
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                   or max_steps < 1):
@@ -161,6 +165,8 @@ def run_records(config: ClueConfig, records: dict[str, Sequence[Any]], *,
                                     **submit)
             report["submission"] = {"file": path.name, "from": name,
                                     "examples": len(predictions)}
+    if after is not None:
+        report.update(after(best, adapter))
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=1, ensure_ascii=False,
                                                         default=_jsonable) + "\n")
