@@ -52,19 +52,23 @@ class _LM(nnx.Module):
         input_ids: Array,
         *,
         attention_mask: Array | None = None,
+        token_type_ids: Integer[Array, "B T"] | None = None,
         deterministic: bool,
         key: PRNGKeyArray | None = None,
         positions: Integer[Array, "B P"] | None = None,
     ) -> Float[Array, "B T V"] | Float[Array, "B P V"]:
         """Token logits ``[B, T, V]``; inputs as `Encoder.__call__` (validated there).
 
+        ``token_type_ids`` (segment ids, zeros when omitted) reach the encoder's segment
+        embedding: UniLM's seq2seq LM marks the target with 1 (`jaxformer.tasks.seq2seq`).
+
         With ``positions`` ``[B, P]`` only those P positions of each row reach the head, giving
         ``[B, P, V]``. Masked-LM training scores ~15% of the tokens, and the head's ``E x V``
         readout is the largest matmul of a small model with a big vocabulary, so gathering first
         (BERT's ``max_predictions_per_seq``, Devlin et al. 2019) saves most of its cost.
         """
-        out = self.encoder(input_ids, attention_mask=attention_mask, deterministic=deterministic,
-                           key=key)
+        out = self.encoder(input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids, deterministic=deterministic, key=key)
         hidden = out.last_hidden_state
         if positions is not None:
             if positions.ndim != 2 or positions.shape[0] != hidden.shape[0]:

@@ -8,10 +8,11 @@ the kernels and `io`; only the CLI and benchmarks import tasks.
 from jaxformer.tasks.base import Task, TaskBase, fit
 from jaxformer.tasks.classification import ClassificationTask
 from jaxformer.tasks.mlm import MaskedLMTask
+from jaxformer.tasks.seq2seq import Seq2SeqLMTask, encode_pairs
 from jaxformer.tasks.simcse import SimCSETask, simcse_data
 from jaxformer.tasks.theseus import THESEUS_PRESETS, TheseusConfig, TheseusTask
 from jaxformer.tasks.theseus_recipe import TheseusRecipe, compress, truncation_baseline
 
-__all__ = ["THESEUS_PRESETS", "ClassificationTask", "MaskedLMTask", "SimCSETask", "Task",
-           "TaskBase", "TheseusConfig", "TheseusRecipe", "TheseusTask", "compress", "fit",
-           "simcse_data", "truncation_baseline"]
+__all__ = ["THESEUS_PRESETS", "ClassificationTask", "MaskedLMTask", "Seq2SeqLMTask", "SimCSETask",
+           "Task", "TaskBase", "TheseusConfig", "TheseusRecipe", "TheseusTask", "compress",
+           "encode_pairs", "fit", "simcse_data", "truncation_baseline"]
