@@ -101,7 +101,8 @@ def test_subcommand_registry():
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
-    assert list(sub.choices) == ["embed", "sts", "flops", "bench", "wobert-vocab", "clue"]
+    assert list(sub.choices) == ["embed", "sts", "flops", "bench", "wobert-vocab", "clue",
+                                 "generate"]
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"jaxformer.cli.{name}")
         assert module.NAME in sub.choices and callable(module.register)

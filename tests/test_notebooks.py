@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.p
 # Notebooks that must be present (a subset: any other notebooks/*.py also runs below).
 REQUIRED = {"01_encoder_tour.py", "linear_attention.py", "rope_2d.py", "flops.py",
             "analytic_logreg.py", "wobert.py", "simcse_whitening.py", "theseus.py",
-            "clue.py"}
+            "clue.py", "unilm.py"}
 
 
 def test_notebooks_exist():

@@ -6,6 +6,7 @@
     jaxformer bench [--suite quick|full] [--out results] [--only SECTION ...]
     jaxformer wobert-vocab --base-vocab FILE --num-words 20000 --out DIR
     jaxformer clue TASK --model DIR --data-dir DIR --out DIR [--epochs N] [--max-steps N]
+    jaxformer generate --model DIR --input FILE [--beam N] [--max-length N] [--output FILE]
 
 ``jaxformer <command> --help`` describes each. Errors the user can fix (a bad model directory,
 empty input, a bad shape, ...) print one line, ``jaxformer <command>: error: ...``, to stderr and
@@ -30,7 +31,7 @@ from jaxformer.cli.common import CLIError
 __all__ = ["CLIError", "SUBCOMMANDS", "build_parser", "main", "version"]
 
 # Modules of jaxformer.cli, in `jaxformer --help` order.
-SUBCOMMANDS = ("embed", "sts", "flops", "bench", "wobert_vocab", "clue")
+SUBCOMMANDS = ("embed", "sts", "flops", "bench", "wobert_vocab", "clue", "generate")
 
 
 def _subcommands() -> list[ModuleType]:

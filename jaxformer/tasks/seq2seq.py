@@ -45,6 +45,19 @@ from jaxformer.unilm import unilm_mask
 SEQ2SEQ_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
+def decode_config(tokenizer: Any, *, max_length: int, beam_size: int = 1,
+                  length_penalty: float = 1.0) -> DecodeConfig:
+    """The `DecodeConfig` of UniLM's layout for `tokenizer`: stop on [SEP], pad with [PAD], never
+    generate [PAD], [CLS], [UNK] or [MASK] (ids the vocabulary lacks are skipped)."""
+    backend = getattr(tokenizer, "backend", None)
+    mask = backend.token_to_id("[MASK]") if backend is not None else None
+    suppress = {tokenizer.pad_id, tokenizer.cls_id, tokenizer.unk_id, mask} - {None,
+                                                                               tokenizer.sep_id}
+    return DecodeConfig(max_length=max_length, eos_id=tokenizer.sep_id, pad_id=tokenizer.pad_id,
+                        beam_size=beam_size, length_penalty=length_penalty,
+                        suppress_ids=tuple(sorted(suppress)))
+
+
 def generate_texts(model: MaskedLM, tokenizer: Any, sources: Sequence[str], *,
                    config: DecodeConfig, max_source: int, batch_size: int = 32) -> list[str]:
     """The best hypothesis for each source, as text (`jaxformer.models.unilm_decode.decode`).
