@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results")
     parser.add_argument("--limit", type=int, help="smoke run: the first N records of every "
                         "split and 2 updates per task")
+    parser.add_argument("--name", default=NAME, help="the report's name (e.g. clue_r8_wobert "
+                        "for a second encoder); results/clue.md gathers every clue_r8* report")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
@@ -262,11 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             reports[task] = json.loads(done.read_text("utf-8"))
             print(f"{task}: dev {reports[task].get('dev')}", flush=True)
     rows = report_rows(reports)
+    # The command that produces these runs: --report-only only re-reads them.
     command = "python -m benchmarks.exp_clue_r8 " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+        a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
+    hf = json.loads((model_dir / "config.json").read_text("utf-8"))
     notes = [
-        f"encoder: {portable_path(model_dir)} (6 blocks, width 256, char vocab of "
-        "bert-base-chinese); one seed",
+        f"encoder: {portable_path(model_dir)} ({hf['num_hidden_layers']} blocks, width "
+        f"{hf['hidden_size']}, vocabulary {hf['vocab_size']}, "
+        f"{load_tokenizer(model_dir).__class__.__name__}); one seed",
         f"changes to post 8739's settings (epochs, max_len): {json.dumps(R8_CHANGES)}; update "
         f"caps: {json.dumps(R8_MAX_STEPS)}; AdaFactor with bert4keras' settings at "
         f"{R8_LEARNING_RATE} (the post: 5e-4 for BERT-base; see R8_LEARNING_RATE for the "
@@ -283,13 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         "n/a in test: the folder has no labelled test split (CLUE's test labels are private)",
     ]
     env = environment()
-    paths = write_report(NAME, rows, columns=COLUMNS, title="Claim R8: the CLUE pipelines on "
-                         "the real public data", command=command, notes=notes, out_dir=args.out,
-                         env=env)
+    paths = write_report(args.name, rows, columns=COLUMNS, title="Claim R8: the CLUE pipelines "
+                         f"on the real public data ({Path(model_dir).name})", command=command,
+                         notes=notes, out_dir=args.out, env=env)
+    # results/clue.md: every encoder's report of this device, the default one first.
     top = Path(args.out) / "clue.md"
-    md = Path(paths[1]).read_text("utf-8")
-    top.write_text(f"<!-- written by {command} (a copy of {Path(paths[1]).as_posix()}) -->\n"
-                   + md, "utf-8")
+    parts = sorted(Path(paths[1]).parent.glob(f"{NAME}*.md"), key=lambda p: (p.stem != NAME, p))
+    top.write_text("".join(f"<!-- a copy of {p.as_posix()} -->\n" + p.read_text("utf-8") + "\n"
+                           for p in parts), "utf-8")
     for p in (*paths, top):
         print(p)
     return 0
