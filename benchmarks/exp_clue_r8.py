@@ -265,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task}: dev {reports[task].get('dev')}", flush=True)
     rows = report_rows(reports)
     # The command that produces these runs: --report-only only re-reads them.
+    # (the model folder as $JAXFORMER_CACHE/... when it lies there, so the line is portable)
     command = "python -m benchmarks.exp_clue_r8 " + " ".join(
-        a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
+        portable_path(model_dir) if a == str(model_dir) else a
+        for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
     hf = json.loads((model_dir / "config.json").read_text("utf-8"))
     notes = [
         f"encoder: {portable_path(model_dir)} ({hf['num_hidden_layers']} blocks, width "
