@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         "test passages are also grouped in threes into CLUE-style passages of 3 blanks "
         "sharing 10 candidates (`chid_grouped`) to measure the gain",
         "Su's columns are CLUE *test* figures of BERT-base / RoBERTa-wwm-ext-base fine-tuned "
-        "with the full recipe; ours are a 6-layer model pretrained for minutes: a pipeline "
-        "check, not a replication",
+        f"with the full recipe; ours are a {hf['num_hidden_layers']}-layer model pretrained "
+        "for minutes on 2 CPU cores: a pipeline check, not a replication",
         "n/a in test: the folder has no labelled test split (CLUE's test labels are private)",
     ]
     env = environment()

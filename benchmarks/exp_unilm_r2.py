@@ -22,9 +22,10 @@ seen by both selection and test. The source puts the answer first, then ``[SEP]`
 et al. 2019, arXiv:1905.03197, §3.4) feeds "the concatenation of the passage and the answer",
 and answer-first means truncation to ``max_source`` tokens cuts passage, never the answer.
 
-Models: the char BERT and WoBERT `benchmarks.exp_wobert_r6` pretrained at the same budget
-(L2-H256, 500 steps; ``--char-model`` / ``--wobert-model`` default to their
-``$JAXFORMER_CACHE`` entries). Per (task, model, seed): `Seq2SeqLMTask` fine-tuning with AdamW
+Models: the pair `benchmarks.pretrain_zh --preset cpu-session` pretrains at one budget
+(L2-H256): the char BERT after 900 + 300 steps (``char_continued``) and WoBERT, started from
+the 900-step char BERT and trained 300 steps on jieba words. ``--char-model`` /
+``--wobert-model`` default to their ``$JAXFORMER_CACHE`` entries. Per (task, model, seed): `Seq2SeqLMTask` fine-tuning with AdamW
 (`jaxformer.train.optim.adamw`, 10% warm-up, linear decay) for ``epochs`` epochs, dev token
 loss every epoch, best-dev checkpoint; then the test sources are decoded with beams 1, 2, 3
 (greedy for 1) and scored with `generation_scores` (char-split Rouge-1/2/L F and BLEU, %).
@@ -67,9 +68,10 @@ from jaxformer.io.generation_sets import (Pairs, article_of, csl_keyword_pairs, 
 NAME = "unilm_r2"
 TASKS = ("csl", "cmrc2018")
 MODELS = ("char-bert", "wobert")
-# The pair `benchmarks.exp_wobert_r6` pretrained at one budget (L2-H256, 500 steps).
-DEFAULT_MODELS = {"char-bert": "char-bert/b631a039cc063a62",
-                  "wobert": "wobert/4849d196c25a482b"}
+# The pair `benchmarks.pretrain_zh --preset cpu-session` pretrains (L2-H256, 900 + 300 steps):
+# char_continued and WoBERT.
+DEFAULT_MODELS = {"char-bert": "char-bert/a5563332666f0934",
+                  "wobert": "wobert/5d5530ef5f8c735d"}
 SU_CSL_TITLES = {"BERT": {"rouge-l": 63.81, "bleu": 45.52},
                  "WoBERT": {"rouge-l": 66.38, "bleu": 47.76}}
 METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu")
@@ -365,8 +367,8 @@ def model_paths(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         if not (path / "config.json").is_file():
             flag = "--char-model" if name == "char-bert" else "--wobert-model"
             parser.error(f"{flag}: no model folder at {path} (pretrain the pair with "
-                         "`python -m benchmarks.exp_wobert_r6`, or pass a BertForMaskedLM "
-                         "folder)")
+                         "`python -m benchmarks.pretrain_zh --preset cpu-session`, or pass a "
+                         "BertForMaskedLM folder)")
         out[name] = path
     return out
 

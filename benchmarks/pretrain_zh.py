@@ -240,16 +240,8 @@ def pretrain_all(prepared_dir: Path, cfg: PretrainConfig, *, root: Path | None =
     if char_only:
         return out
 
-    def char_continue(run_dir: Path) -> tuple[nnx.Module, dict[str, Any]]:
-        model = load_masked_lm(char_path)
-        return train_mlm(char_task, model, corpus_char, steps=cfg.continue_steps,
-                         lr=cfg.continue_lr, warmup=cfg.warmup, cfg=cfg, run_dir=run_dir,
-                         progress=progress, whole_word=cfg.whole_word)
-
-    path, summary, hit = _stage("char-bert", {**base, "stage": "char-continued"}, char_continue,
-                                char_dir, root)
-    out["char_continued"] = {"path": str(path), "hit": hit, **summary}
-
+    # WoBERT before the continued char BERT: a session that needs only WoBERT (e.g. the CLUE
+    # runs) can stop after it; the cache keys do not depend on the order.
     pieces = json.loads((prepared_dir / "wobert_pieces.json").read_text("utf-8"))
     word_cfg = char_cfg.replace(vocab_size=len(word_vocab))
     word_task = mlm_task(word_cfg, word_vocab)
@@ -264,7 +256,19 @@ def pretrain_all(prepared_dir: Path, cfg: PretrainConfig, *, root: Path | None =
 
     path, summary, hit = _stage("wobert", {**base, "stage": "wobert"}, wobert_train, word_dir,
                                 root)
-    out["wobert"] = {"path": str(path), "hit": hit, **summary}
+    out_wobert = {"path": str(path), "hit": hit, **summary}
+
+    def char_continue(run_dir: Path) -> tuple[nnx.Module, dict[str, Any]]:
+        model = load_masked_lm(char_path)
+        return train_mlm(char_task, model, corpus_char, steps=cfg.continue_steps,
+                         lr=cfg.continue_lr, warmup=cfg.warmup, cfg=cfg, run_dir=run_dir,
+                         progress=progress, whole_word=cfg.whole_word)
+
+    path, summary, hit = _stage("char-bert", {**base, "stage": "char-continued"}, char_continue,
+                                char_dir, root)
+    out["char_continued"] = {"path": str(path), "hit": hit, **summary}
+
+    out["wobert"] = out_wobert
     return out
 
 

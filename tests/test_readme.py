@@ -56,9 +56,13 @@ def check_moments(out: list[str]) -> None:
     assert out[1].startswith("1.1368472")
 
 
+def check_sharding(out: list[str]) -> None:
+    assert out == ["P(None, 'model')"]  # "split by columns" over the model axis
+
+
 CHECKS: list[Callable[[list[str]], None]] = [
     check_embed, check_stages, check_train_step, check_rope, check_linear_attention,
-    check_logreg, check_moments,
+    check_logreg, check_moments, check_sharding,
 ]
 
 

@@ -196,7 +196,8 @@ def test_all_gather_loss_and_gradients_match_one_device(mesh, supervised):
     value_and_grads = lambda f: jax.jit(jax.value_and_grad(f, argnums=(0, 1)))  # noqa: E731
     got_value, got = value_and_grads(sharded)(params, xs, w)
     want_value, want = value_and_grads(single)(params, xs, w)
-    np.testing.assert_allclose(float(got_value), float(want_value), rtol=1e-6)
+    # A psum over 8 devices adds in another order: rtol 5e-6 (measured up to 1.2e-6).
+    np.testing.assert_allclose(float(got_value), float(want_value), rtol=5e-6)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(want[1][0][13:])).max() == 0.0  # padding rows get no gradient

@@ -21,7 +21,7 @@ from jaxformer.models.encoder import Encoder
 from jaxformer.tasks import ClassificationTask, Task, TaskBase, fit
 from jaxformer.train.checkpoint import finalized_steps
 from jaxformer.train.finetune import FinetuneConfig, finetune
-from jaxformer.train.loop import LoopConfig, MetricsLog, shuffled_rows
+from jaxformer.train.loop import LoopConfig, MetricsLog, evaluate_in_batches, shuffled_rows
 from jaxformer.train.optim import adamw
 from jaxformer.train.step import init_train_state, make_eval_step
 from synthetic import token_task
@@ -126,6 +126,36 @@ def test_task_evaluate_is_exact_over_padded_batches():
     np.testing.assert_allclose(got["loss"], np.mean(err**2), rtol=1e-5)
     np.testing.assert_allclose(got["abs_error"], np.mean(np.abs(err)), rtol=1e-5)
     assert set(got) == {"loss", "abs_error"} and all(type(v) is float for v in got.values())
+
+
+def test_evaluate_weight_by_a_count_is_the_mean_over_counted_items():
+    # A step whose batch "mean" is over a varying number of items (MLM's predicted tokens,
+    # seq2seq's target tokens): the data-set mean weights each batch by that count, not by rows.
+    tokens = np.array([3.0, 0.0, 5.0, 1.0, 2.0, 4.0, 0.0])  # scored items per row
+    values = np.array([1.0, 9.0, 2.0, 4.0, -1.0, 0.5, 7.0])  # each row's per-item value
+
+    _, state = init_train_state(LinearTask().build_model(rngs=nnx.Rngs(0)),
+                                adamw(1e-2, total_steps=1))  # unused by `step`, but typed
+
+    def step(state, batch, *, key):
+        w = batch["weights"] * tokens[batch["rows"]]
+        return {"loss": (w * values[batch["rows"]]).sum() / max(w.sum(), 1.0), "tokens": w.sum()}
+
+    got = evaluate_in_batches(step, state, num_examples=7, batch_of_rows=lambda r: {"rows": r},
+                              batch_size=3, seed=0, weight_by="tokens")
+    assert got["tokens"] == tokens.sum()
+    np.testing.assert_allclose(got["loss"], (tokens * values).sum() / tokens.sum(), rtol=1e-12)
+    rows_mean = evaluate_in_batches(step, state, num_examples=7, batch_size=3, seed=0,
+                                    batch_of_rows=lambda r: {"rows": r})
+    assert abs(rows_mean["loss"] - got["loss"]) > 0.1  # the weighting really differs
+    with pytest.raises(KeyError, match=r"weight_by: expected one of .*'loss', 'tokens'.*'count'"):
+        evaluate_in_batches(step, state, num_examples=7, batch_of_rows=lambda r: {"rows": r},
+                            batch_size=3, seed=0, weight_by="count")
+    zero = np.zeros_like(tokens)
+    with pytest.raises(ValueError, match=r"weight_by: every batch of the 2 rows has 'tokens' = 0"):
+        evaluate_in_batches(lambda st, b, *, key: {"loss": 0.0, "tokens": zero[b["rows"]].sum()},
+                            state, num_examples=2, batch_of_rows=lambda r: {"rows": r},
+                            batch_size=3, seed=0, weight_by="tokens")
 
 
 def test_eval_key_is_passed_through_and_fixed():

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxformer.models.logical_axes import HIDDEN, constrain
+
 # EncoderConfig.remat -> the `jax.checkpoint` policy (None: save nothing but the block input).
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
     "block": None,
@@ -92,6 +94,7 @@ class BlockStack(nnx.List):
                              f"(the block count), got start={start!r}, stop={stop!r}")
         if start == stop:
             return h, (h,)
+        h = constrain(h, HIDDEN)  # the embeddings' output (or a Theseus module's input)
         stages = jnp.arange(self.first_stage + start, self.first_stage + stop, dtype=jnp.uint32)
         keys = None if key is None else jax.vmap(lambda s: jax.random.fold_in(key, s))(stages)
         call = self._block_fn(mask=mask, deterministic=deterministic, positions=positions)
@@ -111,7 +114,8 @@ class BlockStack(nnx.List):
 
         def apply(graphdef: Any, state: Any, h: Array, key: Any) -> Array:
             block = nnx.merge(graphdef, state)
-            return block(h, mask=mask, deterministic=deterministic, key=key, positions=positions)
+            out = block(h, mask=mask, deterministic=deterministic, key=key, positions=positions)
+            return constrain(out, HIDDEN)
 
         if self.remat == "none":
             return apply

@@ -31,6 +31,7 @@ from jaxformer.models.config import EncoderConfig
 from jaxformer.models.encoder import Encoder
 from jaxformer.models.lm import MaskedLM
 from jaxformer.tasks.base import TaskBase
+from jaxformer.train.loop import evaluate_in_batches
 from jaxformer.train.lm import corrupt_selected, select_for_prediction, token_cross_entropy
 
 MLM_KEYS = ("input_ids", "attention_mask", "word_starts")
@@ -134,20 +135,6 @@ class MaskedLMTask(TaskBase):
                  ) -> dict[str, float]:
         """Token-level held-out loss and accuracy (each batch weighted by its predicted tokens,
         so the result is the mean over every scored token), with fixed masking keys."""
-        n = self.num_examples(data)
-        base = jax.random.key(seed)
-        loss_sum = acc_sum = count = 0.0
-        for i, start in enumerate(range(0, n, batch_size)):
-            real = min(batch_size, n - start)
-            rows = np.concatenate([np.arange(start, start + real),
-                                   np.zeros(batch_size - real, np.int64)])
-            batch = self.collate(data, rows)
-            batch["weights"] = (np.arange(batch_size) < real).astype(np.float32)
-            metrics = eval_step(state, batch, key=jax.random.fold_in(base, i))
-            tokens = float(metrics["predicted_tokens"])
-            loss_sum += float(metrics["loss"]) * tokens
-            acc_sum += float(metrics["accuracy"]) * tokens
-            count += tokens
-        if count == 0:
-            raise ValueError("data: no token was selected for prediction (empty rows?)")
-        return {"loss": loss_sum / count, "accuracy": acc_sum / count, "predicted_tokens": count}
+        return evaluate_in_batches(eval_step, state, num_examples=self.num_examples(data),
+                                   batch_of_rows=lambda rows: self.collate(data, rows),
+                                   batch_size=batch_size, seed=seed, weight_by="predicted_tokens")

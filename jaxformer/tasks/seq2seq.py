@@ -40,6 +40,7 @@ from jaxformer.models.encoder import Encoder
 from jaxformer.models.lm import MaskedLM
 from jaxformer.models.unilm_decode import DecodeConfig, decode
 from jaxformer.tasks.base import TaskBase
+from jaxformer.train.loop import evaluate_in_batches
 from jaxformer.unilm import unilm_mask
 
 SEQ2SEQ_KEYS = ("input_ids", "token_type_ids", "attention_mask")
@@ -248,20 +249,6 @@ class Seq2SeqLMTask(TaskBase):
                  ) -> dict[str, float]:
         """Held-out loss and token accuracy, each batch weighted by its target tokens (the mean
         over every target token of `data`); padding rows carry ``weights`` 0."""
-        n = self.num_examples(data)
-        base = jax.random.key(seed)
-        loss_sum = acc_sum = count = 0.0
-        for i, start in enumerate(range(0, n, batch_size)):
-            real = min(batch_size, n - start)
-            rows = np.concatenate([np.arange(start, start + real),
-                                   np.zeros(batch_size - real, np.int64)])
-            batch = self.collate(data, rows)
-            batch["weights"] = (np.arange(batch_size) < real).astype(np.float32)
-            metrics = eval_step(state, batch, key=jax.random.fold_in(base, i))
-            tokens = float(metrics["target_tokens"])
-            loss_sum += float(metrics["loss"]) * tokens
-            acc_sum += float(metrics["accuracy"]) * tokens
-            count += tokens
-        if count == 0:
-            raise ValueError("data: no target token to score (empty targets?)")
-        return {"loss": loss_sum / count, "accuracy": acc_sum / count, "target_tokens": count}
+        return evaluate_in_batches(eval_step, state, num_examples=self.num_examples(data),
+                                   batch_of_rows=lambda rows: self.collate(data, rows),
+                                   batch_size=batch_size, seed=seed, weight_by="target_tokens")

@@ -13,6 +13,8 @@ from jaxformer.train.loop import (LoopConfig, LoopResult, MetricsLog, evaluate_i
                                   shuffled_rows, take_rows, train_loop)
 from jaxformer.train.optim import (adamw, decay_mask, mup_lr_multipliers, scale_updates,
                                    warmup_linear_schedule)
+from jaxformer.train.sharding import (ShardingRules, activation_constraint, batch_sharding,
+                                      create_train_state, make_mesh, shard_train_state)
 from jaxformer.train.step import (
     TrainState,
     data_shardings,
@@ -24,6 +26,7 @@ from jaxformer.train.step import (
 
 __all__ = [
     "Checkpointer",
+    "ShardingRules",
     "CoordCheck",
     "MomentReport",
     "FinetuneConfig",
@@ -33,9 +36,12 @@ __all__ = [
     "MetricsLog",
     "TrainState",
     "accuracy",
+    "activation_constraint",
     "adamw",
+    "batch_sharding",
     "classifier_loss",
     "coord_check",
+    "create_train_state",
     "data_shardings",
     "decay_mask",
     "evaluate_in_batches",
@@ -46,6 +52,7 @@ __all__ = [
     "init_train_state",
     "log_loss",
     "make_eval_step",
+    "make_mesh",
     "make_train_step",
     "merge_model",
     "moment_report",
@@ -53,6 +60,7 @@ __all__ = [
     "plot_coord_check",
     "plot_moments",
     "scale_updates",
+    "shard_train_state",
     "shuffled_rows",
     "take_rows",
     "train_loop",

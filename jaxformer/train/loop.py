@@ -182,20 +182,26 @@ def evaluate_in_batches(
     batch_of_rows: Callable[[np.ndarray], Mapping[str, np.ndarray]],
     batch_size: int,
     seed: int,
+    weight_by: str | None = None,
 ) -> dict[str, float]:
     """The mean of the loss and every metric over all `num_examples` rows, exactly.
 
     Every batch is padded to `batch_size` rows (copies of row 0) and gets a ``weights`` column
     ``[B]`` (1 real, 0 padding), so one compiled shape serves all batches and a sharded batch
     stays divisible by the mesh. Batch ``i`` is evaluated with ``key = fold_in(key(seed), i)``
-    (deterministic even for a loss that draws from its key). Each batch's value is the weighted
-    mean over its real rows, so weighting it by its count of real rows gives the mean over the
-    data set.
+    (deterministic even for a loss that draws from its key).
+
+    By default each batch's value is the weighted mean over its real rows, so weighting it by
+    its count of real rows gives the mean over the data set. With ``weight_by="tokens"`` (a
+    metric the step returns: the count its means were taken over, e.g. MLM's predicted tokens)
+    each batch is weighted by that count instead, so the result is the mean over every scored
+    token; the returned ``weight_by`` entry is the total count.
     """
     if num_examples < 1:
         raise ValueError(f"num_examples must be >= 1 to evaluate, got {num_examples}")
     root = jax.random.key(seed)
     totals: dict[str, float] = {}
+    weight_total = 0.0
     for i, start in enumerate(range(0, num_examples, batch_size)):
         real = min(batch_size, num_examples - start)
         rows = np.arange(start, start + batch_size)
@@ -206,9 +212,21 @@ def evaluate_in_batches(
                              "it is the padding mask set here")
         batch["weights"] = (np.arange(batch_size) < real).astype(np.float32)
         metrics = eval_step(state, batch, key=jax.random.fold_in(root, i))
+        if weight_by is not None and weight_by not in metrics:
+            raise KeyError(f"weight_by: expected one of the step's metrics {sorted(metrics)}, "
+                           f"got {weight_by!r}")
+        weight = float(real) if weight_by is None else float(metrics[weight_by])
+        weight_total += weight
         for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * real
-    return {k: v / num_examples for k, v in totals.items()}
+            if k != weight_by:
+                totals[k] = totals.get(k, 0.0) + float(v) * weight
+    if weight_total == 0:
+        raise ValueError(f"weight_by: every batch of the {num_examples} rows has "
+                         f"{weight_by!r} = 0, so there is nothing to average over")
+    out = {k: v / weight_total for k, v in totals.items()}
+    if weight_by is not None:
+        out[weight_by] = weight_total
+    return out
 
 
 class MetricsLog:

@@ -39,6 +39,7 @@ from flax.nnx.filterlib import Filter
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jaxtyping import PRNGKeyArray
 
+from jaxformer.models.logical_axes import Constraint, activation_sharding
 from jaxformer.train.optim import learning_rate_of
 
 LossFn = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -104,10 +105,12 @@ def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
     return nnx.merge(graphdef, state.params, state.rest)
 
 
-def check_batch(batch: Batch, *, mesh: Mesh | None = None, data_axis: str = "data") -> int:
+def check_batch(batch: Batch, *, mesh: Mesh | None = None, data_axis: str | None = "data"
+                ) -> int:
     """Return the batch size B after checking every leaf has the same leading axis B.
 
-    With a mesh, B must also be divisible by the size of `data_axis`.
+    With a mesh, B must also be divisible by the size of `data_axis` (None: the batch is
+    replicated, as under pure tensor parallelism).
     """
     leaves = jax.tree_util.tree_leaves_with_path(batch)
     if not leaves:
@@ -121,7 +124,7 @@ def check_batch(batch: Batch, *, mesh: Mesh | None = None, data_axis: str = "dat
     if len(set(sizes.values())) != 1:
         raise ValueError(f"every batch leaf must have the same leading size B, got {sizes}")
     size = next(iter(sizes.values()))
-    if mesh is not None:
+    if mesh is not None and data_axis is not None:
         if data_axis not in mesh.axis_names:
             raise ValueError(f"data_axis={data_axis!r} is not an axis of the mesh; "
                              f"expected one of {list(mesh.axis_names)}")
@@ -148,18 +151,29 @@ def auto_mesh(mesh: Mesh) -> Mesh:
     return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
-def data_shardings(mesh: Mesh | None, data_axis: str = "data"
+def data_shardings(mesh: Mesh | None, data_axis: str | None = "data"
                    ) -> tuple[NamedSharding | None, NamedSharding | None]:
     """``(replicated, batch)`` shardings the steps use: ``P()`` and ``P(data_axis)`` (leading
-    axis split), on `auto_mesh(mesh)`; ``(None, None)`` without a mesh. Put batches with
-    ``jax.device_put(batch, batch_sharding)`` ahead of time to overlap the transfer."""
+    axis split; ``P()`` for ``data_axis=None``), on `auto_mesh(mesh)`; ``(None, None)``
+    without a mesh. Put batches with ``jax.device_put(batch, batch_sharding)`` ahead of time to
+    overlap the transfer."""
     if mesh is None:
         return None, None
-    if data_axis not in mesh.axis_names:
+    if data_axis is not None and data_axis not in mesh.axis_names:
         raise ValueError(f"data_axis={data_axis!r} is not an axis of the mesh; "
                          f"expected one of {list(mesh.axis_names)}")
     mesh = auto_mesh(mesh)
     return NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
+
+
+def state_layout(mesh: Mesh | None, shardings: TrainState | None,
+                 replicated: NamedSharding | None) -> Any:
+    """The state's in/out sharding of a step: `shardings`, else `replicated`."""
+    if shardings is None:
+        return replicated
+    if mesh is None:
+        raise ValueError("shardings: given without a mesh; pass the mesh they were made on")
+    return shardings
 
 
 def make_train_step(
@@ -168,10 +182,12 @@ def make_train_step(
     loss_fn: LossFn,
     *,
     mesh: Mesh | None = None,
-    data_axis: str = "data",
+    data_axis: str | None = "data",
     donate: bool = True,
     trainable: Filter = nnx.Param,
     accumulate: int = 1,
+    shardings: TrainState | None = None,
+    activations: Constraint | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch, *, key) -> (state, metrics)``, jitted.
 
@@ -180,8 +196,9 @@ def make_train_step(
       tx: the optax transformation whose state is ``state.opt_state``.
       loss_fn: ``loss_fn(model, batch, *, key, deterministic) -> (loss, metrics)``; called with
         ``deterministic=False`` and ``key = fold_in(key, state.step)``.
-      mesh: optional; shards the batch over `data_axis` and replicates the state.
-      data_axis: the mesh axis that splits the batch.
+      mesh: optional; shards the batch over `data_axis` and replicates the state (unless
+        `shardings` says otherwise).
+      data_axis: the mesh axis that splits the batch (None: every device sees all of it).
       donate: donate the input state's buffers (they are deleted after the call).
       trainable: the filter `init_train_state` split the state with (the same one).
       accumulate: gradient accumulation: split each ``[B, ...]`` batch into `accumulate`
@@ -192,6 +209,13 @@ def make_train_step(
         ``fold_in(fold_in(key, step), i)``. The loss, metrics and gradient are the
         weight-summed means over the micro-batches (weights: ``batch["weights"]`` summed per
         micro-batch, else its row count), so they equal one big batch's up to dropout draws.
+      shardings: with `mesh`, the `NamedSharding` of every leaf of the state
+        (`jaxformer.train.sharding.create_train_state`: FSDP, tensor parallel, ...); the step
+        takes and returns the state in that layout. Default: replicated.
+      activations: ``fn(x, names) -> x``, the layout of the model's named activations (the
+        residual stream ``[batch, length, embed]``) while the step is traced
+        (`jaxformer.train.sharding.activation_constraint(rules, mesh)`); None leaves them to
+        XLA's propagation.
 
     Returns:
       The step function. ``metrics`` holds the loss_fn's metrics plus ``loss``, ``grad_norm``
@@ -205,7 +229,8 @@ def make_train_step(
     def loss_and_grads(params: Any, rest: Any, batch: Batch, key: PRNGKeyArray) -> Any:
         def objective(params):  # noqa: ANN001, ANN202
             model = nnx.merge(graphdef, params, rest)
-            loss, metrics = loss_fn(model, batch, key=key, deterministic=False)
+            with activation_sharding(activations):
+                loss, metrics = loss_fn(model, batch, key=key, deterministic=False)
             # Re-read the non-trained state so in-forward updates (counters, stats) are kept.
             _, _, new_rest = nnx.split(model, trainable, ...)
             return loss, (dict(metrics), new_rest)
@@ -263,13 +288,14 @@ def make_train_step(
         return TrainState(params, rest, opt_state, state.step + 1), metrics
 
     replicated, data = data_shardings(mesh, data_axis)
+    layout = state_layout(mesh, shardings, replicated)
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         jitted = jax.jit(train_step, donate_argnums=donate_argnums)
     else:
         jitted = jax.jit(train_step, donate_argnums=donate_argnums,
-                         in_shardings=(replicated, data, replicated),
-                         out_shardings=(replicated, replicated))
+                         in_shardings=(layout, data, replicated),
+                         out_shardings=(layout, replicated))
 
     def step(state: TrainState, batch: Batch, *, key: PRNGKeyArray
              ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -279,7 +305,7 @@ def make_train_step(
                              f"{accumulate} (each micro-batch must have B / accumulate rows)")
         if mesh is not None:
             # A no-op for arrays already laid out this way (so donation still applies).
-            state = jax.device_put(state, replicated)
+            state = jax.device_put(state, layout)
             batch = jax.device_put(batch, data)
         return jitted(state, batch, key)
 
@@ -292,27 +318,35 @@ def make_eval_step(
     loss_fn: LossFn,
     *,
     mesh: Mesh | None = None,
-    data_axis: str = "data",
+    data_axis: str | None = "data",
+    shardings: TrainState | None = None,
+    activations: Constraint | None = None,
 ) -> Callable[..., dict[str, jax.Array]]:
     """Build ``eval_step(state, batch, *, key=None) -> metrics`` (``deterministic=True``).
 
     `key` goes to the loss_fn unchanged (no fold_in of the step): a classifier ignores it, a
     masked-LM loss draws its masking pattern from it even in evaluation, so callers pass fixed
     keys (``fold_in(key(seed), batch_index)``) and evaluation stays deterministic. The metrics
-    are the loss_fn's plus ``loss``.
+    are the loss_fn's plus ``loss``. `mesh`, `data_axis`, `shardings` and `activations` as in
+    `make_train_step`.
     """
 
     def eval_step(params: Any, rest: Any, batch: Batch, key: PRNGKeyArray | None
                   ) -> dict[str, jax.Array]:
         model = nnx.merge(graphdef, params, rest)
-        loss, metrics = loss_fn(model, batch, key=key, deterministic=True)
+        with activation_sharding(activations):
+            loss, metrics = loss_fn(model, batch, key=key, deterministic=True)
         return {**metrics, "loss": loss}
 
     replicated, data = data_shardings(mesh, data_axis)
+    layout = state_layout(mesh, shardings, replicated)
+    params_layout = replicated if layout is replicated else layout.params
+    rest_layout = replicated if layout is replicated else layout.rest
     if mesh is None:
         jitted = jax.jit(eval_step)
     else:
-        jitted = jax.jit(eval_step, in_shardings=(replicated, replicated, data, replicated),
+        jitted = jax.jit(eval_step,
+                         in_shardings=(params_layout, rest_layout, data, replicated),
                          out_shardings=replicated)
 
     def evaluate(state: TrainState, batch: Batch, *, key: PRNGKeyArray | None = None
@@ -320,8 +354,10 @@ def make_eval_step(
         check_batch(batch, mesh=mesh, data_axis=data_axis)
         params, rest = state.params, state.rest
         if mesh is not None:
-            params, rest, key = jax.device_put((params, rest, key), replicated)
+            params, rest = jax.device_put((params, rest), (params_layout, rest_layout))
+            key = jax.device_put(key, replicated)
             batch = jax.device_put(batch, data)
         return jitted(params, rest, batch, key)
 
+    evaluate.jitted = jitted  # the underlying jax.jit function (for .lower(...) / HLO checks)
     return evaluate
