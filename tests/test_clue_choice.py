@@ -90,6 +90,22 @@ def test_chid_blank_marks_and_centred_truncation(tok):
         assert window.count("[unused1]") == 1
         k = window.index("[unused1]")
         assert "".join(window[:k]) == long[max(0, at - max(8, 16 - (len(long) - at))):at]
+    # A vocabulary without [unused1] (WoBERT's) is refused with the option to set; with
+    # blank_token set, that token marks the blank where [unused1] stood.
+    rec = ChidExample("7-0", content, tuple(IDIOMS[:7]), blanks, (0, 1, 2))
+    other = ChoiceAdapter(ClueConfig.preset("chid", max_len=64, blank_token="[unused9]"), tok)
+    with pytest.raises(ValueError, match=r"chid needs a \[unused9\] token; the vocabulary has "
+                                         r"none; set ClueConfig.blank_token \(--blank-token\)"):
+        other.encode([rec])
+    base = ChoiceAdapter(ClueConfig.preset("chid", max_len=64), tok).encode([rec])["input_ids"]
+    swapped = ChoiceAdapter(ClueConfig.preset("chid", max_len=64, blank_token="紫"),
+                            tok).encode([rec])["input_ids"]
+    unused1, zi = tok.backend.token_to_id("[unused1]"), tok.backend.token_to_id("紫")
+    assert (base == unused1).sum() == 3 * 7  # one per (blank, candidate) row
+    np.testing.assert_array_equal(swapped, np.where(base == unused1, zi, base))
+    with pytest.raises(ValueError, match=r"ClueConfig.blank_token must be a non-empty token "
+                                         r"string, got ''"):
+        ClueConfig.preset("chid", blank_token="")
     assert centred_window([1] * 20, [2] * 20, 9) == (4, 4)
     assert centred_window([1] * 2, [2] * 20, 9) == (2, 6)
     assert centred_window([1] * 20, [2] * 1, 9) == (7, 1)

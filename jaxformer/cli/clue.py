@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--segment-ids", choices=("zero", "pair"), default="zero",
                    help="pairs: all segment ids 0 (the post) or BERT's 0/1")
+    p.add_argument("--blank-token", help="CHID's blank mark (default [unused1]; WoBERT's "
+                   "vocabulary has none: e.g. §)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                  ("max_len", args.max_len), ("doc_stride", args.doc_stride),
-                                 ("learning_rate", args.learning_rate))
+                                 ("learning_rate", args.learning_rate),
+                                 ("blank_token", args.blank_token))
                if v is not None}
     try:
         config = ClueConfig.preset(args.task, seed=args.seed, segment_ids=args.segment_ids,

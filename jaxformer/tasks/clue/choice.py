@@ -14,7 +14,7 @@ Layouts (segment ids all 0 by default; ``segment_ids="pair"`` gives 1 from the s
   text "无效答案"; here the missing options are masked instead (``option_mask`` 0, score
   `mask_value`, so they never win and take no probability).
 - **CHID**: one row per blank: ``[CLS] candidate [SEP] text [SEP]`` (Su's ``chid.py``:
-  ``encode(c)[0] + token_ids``), where in `text` the current blank is ``[unused1]`` and every
+  ``encode(c)[0] + token_ids``), where in `text` the current blank is ``[unused1]`` (`ClueConfig.blank_token`) and every
   other blank of the passage four ``[MASK]``. Both are inserted as ids: the WordPiece tokenizer
   splits a literal ``[unused1]`` into ``[ u ##nus ##ed ##1 ]``. The text is cut to a window
   centred on the blank: the longer side loses tokens at its far end until the row fits (Su
@@ -57,7 +57,7 @@ from jaxformer.tasks.theseus_recipe import truncate_encoder
 C3_OPTIONS = 4
 CHID_OPTIONS = 10
 PASSAGE_JOIN = "||"
-BLANK_MARK, OTHER_BLANK, OTHER_BLANK_RUN = "[unused1]", "[MASK]", 4
+OTHER_BLANK, OTHER_BLANK_RUN = "[MASK]", 4
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "option_mask", "labels")
 _BLANK = re.compile(r"#idiom\d*#")
 _CLUE_BLANK = re.compile(r"#idiom\d+#")
@@ -267,10 +267,13 @@ class ChoiceAdapter:
         if self.config.task not in ("c3", "chid"):
             raise ValueError(f"ChoiceAdapter handles c3 and chid, got {self.config.task!r}")
 
-    def _id(self, token: str) -> int:
+    def _id(self, token: str, option: str | None = None) -> int:
         tid = self.tokenizer.backend.token_to_id(token)
         if tid is None:
-            raise ValueError(f"{self.config.task} needs a {token} token; the vocabulary has none")
+            hint = (f"; set ClueConfig.{option} (--{option.replace('_', '-')}) to a token it "
+                    "has" if option else "")
+            raise ValueError(f"{self.config.task} needs a {token} token; the vocabulary has "
+                             f"none{hint}")
         return int(tid)
 
     # ---------------------------------------------------------------- encode
@@ -305,7 +308,7 @@ class ChoiceAdapter:
         return out
 
     def _encode_chid(self, records: Sequence[ChidExample]) -> Arrays:
-        mark, mask = self._id(BLANK_MARK), self._id(OTHER_BLANK)
+        mark, mask = self._id(self.config.blank_token, "blank_token"), self._id(OTHER_BLANK)
         cls, sep = self.tokenizer.cls_id, self.tokenizer.sep_id
         pieces_of, texts = [], set()
         for r in records:

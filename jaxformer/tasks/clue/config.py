@@ -12,7 +12,7 @@ task with AdaFactor at 5e-4 (`jaxformer.train.adafactor`). `CLUE_PRESETS` holds 
 | wsc | text with span 1 as ``_..._``, span 2 as ``[...]`` | Dense on [CLS] | accuracy |
 | csl | keywords joined by "；", then the abstract | Dense on [CLS] | accuracy |
 | c3 | passage + question + option, per option | Dense(1) per option, softmax | accuracy |
-| chid | the blank as ``[unused1]``, per candidate | Dense(1) per candidate, softmax | accuracy |
+| chid | the blank as ``[unused1]`` (``blank_token``), per candidate | Dense(1) per candidate, softmax | accuracy |
 | cmrc2018 | question + context window (stride 128) | GlobalPointer, 1 type | EM, F1 |
 | cluener | text | GlobalPointer, one head per type | entity F1 |
 """
@@ -60,6 +60,9 @@ class ClueConfig:
       doc_stride: CMRC2018's window stride in tokens (post: 128).
       head_size: GlobalPointer's head size (post: 64, an attention head's size).
       seed: drives data order, dropout and the heads' initial weights.
+      blank_token: CHID's mark for the blank being filled (post: ``[unused1]``). A vocabulary
+        without it (WoBERT's drops every ``[unusedN]``, kexue.fm/archives/7758) needs another
+        token it has, one the passages never contain (e.g. ``§``).
     """
 
     task: str
@@ -72,6 +75,7 @@ class ClueConfig:
     doc_stride: int = 128
     head_size: int = 64
     seed: int = 0
+    blank_token: str = "[unused1]"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -92,6 +96,9 @@ class ClueConfig:
         if self.segment_ids not in SEGMENT_MODES:
             raise ValueError(f"ClueConfig.segment_ids must be one of {SEGMENT_MODES}, "
                              f"got {self.segment_ids!r}")
+        if not isinstance(self.blank_token, str) or not self.blank_token.strip():
+            raise ValueError(f"ClueConfig.blank_token must be a non-empty token string, "
+                             f"got {self.blank_token!r}")
         if self.task == "cmrc2018" and self.doc_stride >= self.max_len:
             raise ValueError(f"ClueConfig.doc_stride must be < max_len={self.max_len}, "
                              f"got {self.doc_stride}")
