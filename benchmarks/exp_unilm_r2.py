@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
     rows = report_rows(results)
     command = "python -m benchmarks.exp_unilm_r2 " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+        a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
     notes = verdicts(rows) + [
         f"models: char BERT {portable_path(paths['char-bert'])}, WoBERT "
         f"{portable_path(paths['wobert'])} (L2-H256, pretrained for the same steps)",

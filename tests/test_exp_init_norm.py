@@ -11,6 +11,10 @@ from conftest import require
 from benchmarks import exp_depth_norm as depth
 from benchmarks import exp_init_diagnostics as diag
 
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile);
+# the quantities checked do not depend on them.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @pytest.fixture(scope="module")
 def small_run():

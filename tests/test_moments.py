@@ -33,6 +33,10 @@ from jaxformer.train.diagnostics import coord_check, moment_report, plot_coord_c
 from jaxformer.train.lm import make_mlm_loss
 from jaxformer.train.optim import mup_lr_multipliers, scale_updates, standard_promotion
 
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile);
+# the quantities checked do not depend on them.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 DEPTH = 24
 SCHEMES = RESIDUAL_SCHEMES
 

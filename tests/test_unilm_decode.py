@@ -20,6 +20,10 @@ from jaxformer.models.unilm_decode import (DecodeConfig, check_decodable, decode
                                            extend, prefill)
 from jaxformer.unilm import unilm_mask
 
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile);
+# the quantities checked do not depend on them.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 EOS, PAD = 2, 0
 SOURCES = np.array([[1, 5, 6, 7, 8, 2], [1, 9, 2, 0, 0, 0], [1, 10, 11, 2, 0, 0]], np.int32)
 MASK = (np.arange(6)[None] < np.array([[6], [3], [4]])).astype(np.int32)

@@ -14,6 +14,10 @@ from jaxformer.models.vision import (VisionConfig, VisionEncoder, patchify,
 from jaxformer.train.optim import adamw
 from jaxformer.train.step import init_train_state, make_train_step, merge_model
 
+# XLA's optimisation passes dominate these tests' CPU compile time (conftest.fast_compile);
+# the quantities checked do not depend on them.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 KINDS = ("absolute", "rope", "rope_mixed")
 
 
