@@ -24,11 +24,11 @@ install: $(STAMP)
 
 # The whole suite in NNX graph mode, then the model and training tests again in tree mode
 # (FLIP 5310; NNX_GRAPH_MODE=false), which new Flax projects are moving to.
-# (MiniLM parity, SimCSE, fine-tune resume, the linear LM and init/norm run in graph mode only:
+# (MiniLM parity, SimCSE, fine-tune resume, the linear LM, init/norm and the one-axis data
+# parallel tests (the sharded grid case below covers a mesh) run in graph mode only:
 # the encoder parity and training tests cover the tree-mode paths they use, and CI must stay
 # under 30 minutes. Of the sharding tests: sharded creation and one case of the grid.)
-TREE_MODE_TESTS := tests/test_encoder_parity.py tests/test_train_step.py \
-                   tests/test_data_parallel.py tests/test_train_loop.py \
+TREE_MODE_TESTS := tests/test_encoder_parity.py tests/test_train_step.py tests/test_train_loop.py \
                    tests/test_theseus.py::test_training_freezes_the_predecessor_and_compiles_once \
                    tests/test_theseus.py::test_p1_is_the_successor_exactly \
                    tests/test_sharding.py::test_created_sharded_equals_the_eager_build_and_is_never_whole_on_one_device \
