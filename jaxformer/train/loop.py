@@ -192,8 +192,8 @@ def evaluate_in_batches(
     (deterministic even for a loss that draws from its key).
 
     By default each batch's value is the weighted mean over its real rows, so weighting it by
-    its count of real rows gives the mean over the data set. With ``weight_by="tokens"`` (a
-    metric the step returns: the count its means were taken over, e.g. MLM's predicted tokens)
+    its count of real rows gives the mean over the data set. With ``weight_by=NAME`` (a metric
+    the step returns: the count its means were taken over, e.g. MLM's ``"predicted_tokens"``)
     each batch is weighted by that count instead, so the result is the mean over every scored
     token; the returned ``weight_by`` entry is the total count.
     """
