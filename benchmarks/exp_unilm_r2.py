@@ -41,7 +41,10 @@ shared the cores; alone, roughly half). Each run stores
 ``result.json`` under ``$JAXFORMER_CACHE/runs/unilm_r2/<settings key>/`` and its training
 checkpoints beside it, so a killed command resumes; ``--report-only`` writes
 ``results/<device>/unilm_r2.{json,md}`` from the stored runs; ``--limit N`` is a smoke run (N
-records per split, 2 updates).
+records per split, 2 updates). ``--keep-rows-from REPORT.json`` carries over, from an earlier
+report, the rows of every (task, model) this command does not run (``--tasks`` / ``--models``),
+so a report whose run cache was lost can be completed without rerunning the finished pairs; a
+note names the carried rows and the earlier report's commit and date.
 """
 
 from __future__ import annotations
@@ -338,6 +341,30 @@ COLUMNS = [("task", "task"), ("model", "model"), ("beam", "beam"), ("seeds", "se
            ("steps", "updates"), ("s_per_step", "train s/update (eval incl.)")]
 
 
+def carried_rows(path: Path, produced: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of an earlier report whose (task, model) is not in ``produced``, and a note."""
+    try:
+        earlier = json.loads(path.read_text("utf-8"))
+        rows, env = earlier["rows"], earlier["environment"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"--keep-rows-from: expected an earlier {NAME} report JSON with 'rows' "
+                         f"and 'environment', got {path} ({e!r})") from None
+    if earlier.get("name") != NAME:
+        raise ValueError(f"--keep-rows-from: expected a report named {NAME!r}, got "
+                         f"{earlier.get('name')!r} in {path}")
+    kept = [r for r in rows if (r["task"], r["model"]) not in produced]
+    pairs = sorted({(r["task"], r["model"]) for r in kept})
+    note = (f"rows carried over from an earlier run of this experiment ({path.name}, commit "
+            f"{env.get('git_commit', '?')}, {env.get('timestamp_utc', '?')}; same settings): "
+            + (", ".join(f"{t}/{m}" for t, m in pairs) or "none"))
+    return kept, note
+
+
+def order_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: (TASKS.index(r["task"]), MODELS.index(r["model"]),
+                                       r["beam"]))
+
+
 def verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Post 2's direction per task at beam 1: WoBERT minus char BERT, against the seed spread."""
     notes = []
@@ -387,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results")
     parser.add_argument("--limit", type=int, help="smoke run: N records per split, 2 updates")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--keep-rows-from", type=Path, metavar="REPORT_JSON",
+                        help="carry over an earlier report's rows for the (task, model) pairs "
+                        "this command does not run")
     args = parser.parse_args(argv)
     changes: dict[str, Any] = {}
     if args.beams:
@@ -426,9 +456,17 @@ def main(argv: list[str] | None = None) -> int:
                           if "1" in r["beams"] else f"{task} {model_name} seed {seed}: done",
                           flush=True)
     rows = report_rows(results)
+    carried_note = []
+    if args.keep_rows_from is not None:
+        try:
+            kept, note = carried_rows(args.keep_rows_from,
+                                      {(r["task"], r["model"]) for r in rows})
+        except ValueError as e:
+            parser.error(str(e))
+        rows, carried_note = order_rows(rows + kept), [note]
     command = "python -m benchmarks.exp_unilm_r2 " + " ".join(
         a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
-    notes = verdicts(rows) + [
+    notes = verdicts(rows) + carried_note + [
         f"models: char BERT {portable_path(paths['char-bert'])}, WoBERT "
         f"{portable_path(paths['wobert'])} (L2-H256, pretrained for the same steps)",
         f"settings: {json.dumps(dataclasses.asdict(cfg))}; AdamW (10% warm-up, linear decay), "

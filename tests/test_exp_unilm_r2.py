@@ -3,6 +3,7 @@ without ``JAXFORMER_DATA``), the article split on its own, and a ``--limit`` smo
 with two tiny masked-LM folders and tiny data files written to tmp."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -141,6 +142,24 @@ def test_limit_smoke_run_writes_the_report(tmp_path, monkeypatch, capsys):
     assert main([*args, "--report-only"]) == 0
     assert "training" not in capsys.readouterr().out
     assert json.loads(json_path.read_text("utf-8"))["rows"] == rows
+    # Completing a report whose run cache was lost: cmrc2018's rows come from the earlier report
+    # (its stored runs are deleted here), csl's from the runs; same rows, and a note says so.
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json_path.read_text("utf-8"), "utf-8")
+    for stored in (tmp_path / "cache").glob("runs/unilm_r2/*/cmrc2018"):
+        shutil.rmtree(stored)
+    assert main([*args, "--report-only", "--tasks", "csl", "--keep-rows-from", str(earlier)]) == 0
+    merged = json.loads(json_path.read_text("utf-8"))
+    assert merged["rows"] == rows
+    (note,) = [n for n in merged["notes"] if n.startswith("rows carried over")]
+    assert note.endswith("cmrc2018/char-bert, cmrc2018/wobert")
+    assert any(n.startswith("cmrc2018, beam 1: WoBERT") for n in merged["notes"])
+    not_a_report = tmp_path / "other.json"
+    not_a_report.write_text(json.dumps({"name": "clue", "rows": [], "environment": {}}), "utf-8")
+    with pytest.raises(SystemExit):
+        main([*args, "--report-only", "--keep-rows-from", str(not_a_report)])
+    assert "--keep-rows-from: expected a report named 'unilm_r2', got 'clue'" in (
+        capsys.readouterr().err)
 
 
 def test_missing_model_is_named(tmp_path, monkeypatch, capsys):
