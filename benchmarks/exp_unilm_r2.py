@@ -341,23 +341,41 @@ COLUMNS = [("task", "task"), ("model", "model"), ("beam", "beam"), ("seeds", "se
            ("steps", "updates"), ("s_per_step", "train s/update (eval incl.)")]
 
 
-def carried_rows(path: Path, produced: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], str]:
-    """The rows of an earlier report whose (task, model) is not in ``produced``, and a note."""
+def carried_rows(path: Path, produced: set[tuple[str, str]],
+                 same_notes: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of an earlier report whose (task, model) is not in ``produced``, and notes.
+
+    The earlier report must carry ``same_notes`` (this run's settings and models lines)
+    verbatim, so rows of other settings are never mixed in. Each carried row keeps where it
+    was measured (``measured``: commit and date), across repeated carrying.
+    """
     try:
         earlier = json.loads(path.read_text("utf-8"))
-        rows, env = earlier["rows"], earlier["environment"]
+        rows, env, notes = earlier["rows"], earlier["environment"], earlier["notes"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"--keep-rows-from: expected an earlier {NAME} report JSON with 'rows' "
-                         f"and 'environment', got {path} ({e!r})") from None
+        raise ValueError(f"--keep-rows-from: expected an earlier {NAME} report JSON with 'rows', "
+                         f"'environment' and 'notes', got {path} ({e!r})") from None
     if earlier.get("name") != NAME:
         raise ValueError(f"--keep-rows-from: expected a report named {NAME!r}, got "
                          f"{earlier.get('name')!r} in {path}")
-    kept = [r for r in rows if (r["task"], r["model"]) not in produced]
-    pairs = sorted({(r["task"], r["model"]) for r in kept})
-    note = (f"rows carried over from an earlier run of this experiment ({path.name}, commit "
-            f"{env.get('git_commit', '?')}, {env.get('timestamp_utc', '?')}; same settings): "
-            + (", ".join(f"{t}/{m}" for t, m in pairs) or "none"))
-    return kept, note
+    for line in same_notes:
+        if line not in notes:
+            head = line.split(":")[0]
+            theirs = next((n for n in notes if n.startswith(head + ":")), "none")
+            raise ValueError(f"--keep-rows-from: expected the earlier report's {head} to be "
+                             f"this run's ({line!r}), got {theirs!r} in {path}")
+    origin = (f"commit {env.get('git_commit', '?')}{'+dirty' if env.get('git_dirty') else ''}, "
+              f"{env.get('timestamp_utc', '?')}")
+    kept = [{**r, "measured": r.get("measured", origin)} for r in rows
+            if (r["task"], r["model"]) not in produced]
+    by_origin: dict[str, set[str]] = defaultdict(set)
+    for r in kept:
+        by_origin[r["measured"]].add(f"{r['task']}/{r['model']}")
+    out = [f"rows carried over from an earlier report of the same settings and models "
+           f"({path}): " + "; ".join(f"{', '.join(sorted(v))} (measured at {k})"
+                                     for k, v in sorted(by_origin.items()))
+           + "; their speed columns reflect that run's machine load"] if kept else []
+    return kept, out
 
 
 def order_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -456,21 +474,24 @@ def main(argv: list[str] | None = None) -> int:
                           if "1" in r["beams"] else f"{task} {model_name} seed {seed}: done",
                           flush=True)
     rows = report_rows(results)
-    carried_note = []
-    if args.keep_rows_from is not None:
-        try:
-            kept, note = carried_rows(args.keep_rows_from,
-                                      {(r["task"], r["model"]) for r in rows})
-        except ValueError as e:
-            parser.error(str(e))
-        rows, carried_note = order_rows(rows + kept), [note]
-    command = "python -m benchmarks.exp_unilm_r2 " + " ".join(
-        a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
-    notes = verdicts(rows) + carried_note + [
+    same_notes = [
         f"models: char BERT {portable_path(paths['char-bert'])}, WoBERT "
         f"{portable_path(paths['wobert'])} (L2-H256, pretrained for the same steps)",
         f"settings: {json.dumps(dataclasses.asdict(cfg))}; AdamW (10% warm-up, linear decay), "
-        "best checkpoint by dev token loss (evaluated every epoch)",
+        "best checkpoint by dev token loss (evaluated every epoch)"]
+    carried_notes: list[str] = []
+    if args.keep_rows_from is not None:
+        try:
+            kept, carried_notes = carried_rows(
+                args.keep_rows_from, {(r["task"], r["model"]) for r in rows}, same_notes)
+        except ValueError as e:
+            parser.error(str(e))
+        rows = order_rows(rows + kept)
+        carried_notes.append("the whole table from scratch: python -m benchmarks.exp_unilm_r2 "
+                             "--data-dir ../shared/data")
+    command = "python -m benchmarks.exp_unilm_r2 " + " ".join(
+        a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only")
+    notes = verdicts(rows) + carried_notes + same_notes + [
         "data: csl = FewCLUE label-1 abstracts (each once), abstract → its label-1 keywords joined "
         "by '；', trained on train_few_all + the test_public abstracts (outside train and dev) "
         "not drawn for the report; cmrc2018 = "

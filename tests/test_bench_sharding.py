@@ -8,6 +8,10 @@ import pytest
 from benchmarks import bench_sharding
 
 
+# Toy-sized programs: XLA's optimisation passes dominate; the argument sizes checked here do not
+# depend on them (the fully optimised temp sizes are test_sharding_hlo.py's).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 def test_quick_rows_follow_the_formula_and_write_the_report(tmp_path):
     rows = bench_sharding.run(quick=True, presets=("fsdp",))
     assert [(r["preset"], r["mesh"]) for r in rows] == [

@@ -33,7 +33,10 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
                                 "XLA_FLAGS"))}
-    return {**env, "JAX_PLATFORMS": "cpu", **extra}
+    # Every process (the pair and the one-process reference) compiles without XLA's optimisation
+    # passes, which dominate these toy steps' CPU time (conftest.fast_compile), so all of them
+    # run the same programs.
+    return {**env, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "true", **extra}
 
 
 def _run_pair(out: Path, *args: str) -> tuple[list[int], list[str]]:

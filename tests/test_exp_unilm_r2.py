@@ -143,23 +143,35 @@ def test_limit_smoke_run_writes_the_report(tmp_path, monkeypatch, capsys):
     assert "training" not in capsys.readouterr().out
     assert json.loads(json_path.read_text("utf-8"))["rows"] == rows
     # Completing a report whose run cache was lost: cmrc2018's rows come from the earlier report
-    # (its stored runs are deleted here), csl's from the runs; same rows, and a note says so.
+    # (its stored runs are deleted here), csl's from the runs; same rows, and notes say so.
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json_path.read_text("utf-8"), "utf-8")
     for stored in (tmp_path / "cache").glob("runs/unilm_r2/*/cmrc2018"):
         shutil.rmtree(stored)
     assert main([*args, "--report-only", "--tasks", "csl", "--keep-rows-from", str(earlier)]) == 0
     merged = json.loads(json_path.read_text("utf-8"))
-    assert merged["rows"] == rows
+    commit = report["environment"]["git_commit"]
+    assert [{k: v for k, v in r.items() if k != "measured"} for r in merged["rows"]] == rows
+    assert [r["task"] for r in merged["rows"] if "measured" in r] == ["cmrc2018"] * 4
+    assert all(r["measured"].startswith(f"commit {commit}") for r in merged["rows"][4:])
     (note,) = [n for n in merged["notes"] if n.startswith("rows carried over")]
-    assert note.endswith("cmrc2018/char-bert, cmrc2018/wobert")
+    assert "cmrc2018/char-bert, cmrc2018/wobert (measured at commit" in note
     assert any(n.startswith("cmrc2018, beam 1: WoBERT") for n in merged["notes"])
-    not_a_report = tmp_path / "other.json"
-    not_a_report.write_text(json.dumps({"name": "clue", "rows": [], "environment": {}}), "utf-8")
+    # Another report, or one of other settings, is refused with what differs.
+    other = dict(report, name="clue")
+    (tmp_path / "other.json").write_text(json.dumps(other), "utf-8")
     with pytest.raises(SystemExit):
-        main([*args, "--report-only", "--keep-rows-from", str(not_a_report)])
+        main([*args, "--report-only", "--keep-rows-from", str(tmp_path / "other.json")])
     assert "--keep-rows-from: expected a report named 'unilm_r2', got 'clue'" in (
         capsys.readouterr().err)
+    changed = dict(report, notes=[n.replace('"batch_size": 16', '"batch_size": 8')
+                                  for n in report["notes"]])
+    (tmp_path / "changed.json").write_text(json.dumps(changed), "utf-8")
+    with pytest.raises(SystemExit):
+        main([*args, "--report-only", "--keep-rows-from", str(tmp_path / "changed.json")])
+    err = capsys.readouterr().err
+    assert "expected the earlier report's settings to be this run's" in err
+    assert '"batch_size": 8' in err
 
 
 def test_missing_model_is_named(tmp_path, monkeypatch, capsys):

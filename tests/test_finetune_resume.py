@@ -40,9 +40,10 @@ def launch(out: Path, ckpt: Path, *, sleep: float = 0.0) -> subprocess.Popen:
 
     The runs share a persistent XLA compilation cache (fresh per test), so the resumed run
     loads the executables the first runs compiled instead of compiling again (~4 s saved);
-    a cached executable is the same program, so this changes no number.
+    a cached executable is the same program, so this changes no number. Every run compiles
+    without XLA's optimisation passes (conftest.fast_compile), so all run the same programs.
     """
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "true",
            "JAX_COMPILATION_CACHE_DIR": str(out.parent / "jax_cache"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",

@@ -13,6 +13,9 @@ from jaxformer.tasks import MaskedLMTask, Task
 from jaxformer.train.step import init_train_state, make_eval_step
 from jaxformer.train.optim import adamw
 
+# Eager loss calls against a jitted eval step, compiled per op: XLA's passes dominate.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 V, T = 50, 12
 
 

@@ -208,7 +208,7 @@ def test_all_gather_loss_and_gradients_match_one_device(mesh, supervised):
                                   mesh=mesh, in_specs=(P(), P("data"), P("data")),
                                   out_specs=(P(), P())))
     value, grads = inner(params, xs, w)
-    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-6)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=5e-6)  # the psum, as above
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want[0]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
