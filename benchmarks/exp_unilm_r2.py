@@ -319,10 +319,7 @@ def report_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                                                        "steps": r["steps"],
                                                        "sps": r["seconds_per_step"]})
     rows = []
-    for (task, model, k), runs in sorted(groups.items(),
-                                         key=lambda kv: (TASKS.index(kv[0][0]),
-                                                         MODELS.index(kv[0][1]),
-                                                         int(kv[0][2]))):
+    for (task, model, k), runs in groups.items():
         row = {"task": task, "model": model, "beam": int(k), "seeds": len(runs)}
         for m in METRICS:
             row[m] = _pm([r[m] for r in runs])
@@ -332,7 +329,7 @@ def report_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["steps"] = runs[0]["steps"]
         row["s_per_step"] = float(np.median([r["sps"] for r in runs]))
         rows.append(row)
-    return rows
+    return order_rows(rows)
 
 
 COLUMNS = [("task", "task"), ("model", "model"), ("beam", "beam"), ("seeds", "seeds"),
